@@ -1,0 +1,1 @@
+"""Models: the ImageClassifier LightningModule and the pieces it is built from."""

@@ -1,0 +1,66 @@
+"""timm backbones: names checked before anything trains, weights from the hub or a file."""
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from mlproj.errors import ConfigError
+
+
+def check_backbone_name(name: str) -> None:
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(f"model.backbone={name} is not a timm model: {hint}(timm.list_models('*pattern*') lists names)")
+
+
+def local_weights(pretrained_file: str) -> Path:
+    """A local path for weights given as a path or any fsspec URL (gs://...), fetched once into a cache."""
+    if "://" not in pretrained_file:
+        path = Path(pretrained_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"model.pretrained_file={pretrained_file} does not exist: give a weights file path or gs:// URL"
+            )
+        return path
+    import fsspec
+
+    cached = fsspec.open_local(
+        f"filecache::{pretrained_file}", filecache={"cache_storage": str(Path.home() / ".cache/mlproj/weights")}
+    )
+    return Path(cached)
+
+
+def create_backbone(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    pretrained_file: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """`timm.create_model` with a one-line error when pretrained weights cannot be had offline."""
+    import timm
+
+    check_backbone_name(name)
+    overlay = {"file": str(local_weights(pretrained_file))} if pretrained_file else None
+    try:
+        return timm.create_model(
+            name,
+            pretrained=pretrained or overlay is not None,
+            num_classes=num_classes,
+            pretrained_cfg_overlay=overlay,
+            **kwargs,
+        )
+    except Exception as error:
+        if not pretrained or overlay is not None:
+            raise
+        raise ConfigError(
+            f"model.pretrained=true but the weights of {name} could not be fetched ({type(error).__name__}):"
+            " run once with network access (they are cached), set model.pretrained_file=PATH_OR_GS_URL,"
+            " or train from scratch with model.pretrained=false"
+        ) from error

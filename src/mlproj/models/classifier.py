@@ -1,0 +1,197 @@
+"""ImageClassifier: a timm backbone with the losses, metrics and schedules of image classification.
+
+It knows nothing of files or buckets: data arrive as batches, checkpoints through Lightning.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from mlproj.models.backbone import create_backbone
+from mlproj.models.finetune import apply_finetune
+from mlproj.models.optim import build_optimizer, build_scheduler
+
+DEFAULT_OPTIMIZER = {"opt": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+
+
+def accuracy_metrics(num_classes: int, stage: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        },
+        prefix=f"{stage}/",
+    )
+
+
+class ImageClassifier(L.LightningModule):
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        class_names: list[str] | None = None,
+        image_size: int | None = None,
+        crop_pct: float | None = None,
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float | None = None,
+        finetune: str = "full",
+        freeze_stages: int = 0,
+        unfreeze_at_epoch: int | None = None,
+        label_smoothing: float = 0.0,
+        mixup: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate is not None else {}
+        self.backbone = create_backbone(
+            backbone, num_classes, pretrained, pretrained_file, drop_rate=drop_rate, **extra
+        )
+        self.data_config = self.resolve_data_config(image_size, crop_pct)
+        self.optimizer_settings = dict(optimizer or DEFAULT_OPTIMIZER)
+        self.lr = float(self.optimizer_settings["lr"])  # the attribute Lightning's LR finder sets
+        self.frozen_norms = apply_finetune(self.backbone, finetune, freeze_stages)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+        self.mixup = self.build_mixup(dict(mixup or {}), num_classes, label_smoothing)
+        if self.mixup is not None:
+            from timm.loss import SoftTargetCrossEntropy
+
+            self.train_criterion: nn.Module = SoftTargetCrossEntropy()
+        else:
+            self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.eval_criterion = nn.CrossEntropyLoss()
+        self.train_metrics = accuracy_metrics(num_classes, "train")
+        self.val_metrics = accuracy_metrics(num_classes, "val")
+        self.test_metrics = accuracy_metrics(num_classes, "test")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # A buffer, so the best value so far survives a resume with the rest of the state.
+        self.register_buffer("val_acc_best", torch.tensor(0.0))
+
+    def resolve_data_config(self, image_size: int | None, crop_pct: float | None) -> dict[str, Any]:
+        """timm's preprocessing for this backbone, with the data's resolution when it sets one."""
+        from timm.data import resolve_model_data_config
+
+        config = dict(resolve_model_data_config(self.backbone))
+        if image_size is not None:
+            config["input_size"] = (3, int(image_size), int(image_size))
+        if crop_pct is not None:
+            config["crop_pct"] = float(crop_pct)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+    @staticmethod
+    def build_mixup(settings: dict[str, Any], num_classes: int, label_smoothing: float) -> Any:
+        if not (settings.get("mixup_alpha", 0) > 0 or settings.get("cutmix_alpha", 0) > 0):
+            return None
+        from timm.data import Mixup
+
+        return Mixup(
+            mixup_alpha=settings.get("mixup_alpha", 0.0),
+            cutmix_alpha=settings.get("cutmix_alpha", 0.0),
+            prob=settings.get("prob", 1.0),
+            switch_prob=settings.get("switch_prob", 0.5),
+            mode=settings.get("mode", "batch"),
+            label_smoothing=label_smoothing,
+            num_classes=num_classes,
+        )
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile:
+            self.backbone.compile()
+
+    def train(self, mode: bool = True) -> "ImageClassifier":
+        """Frozen layers keep their BatchNorm statistics: Lightning switches to train mode every epoch."""
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.hparams.unfreeze_at_epoch
+        still_frozen = any(not p.requires_grad for p in self.backbone.parameters())
+        if epoch is not None and self.current_epoch >= epoch and still_frozen:
+            self.backbone.requires_grad_(True)
+            self.frozen_norms = []
+            self.train()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        targets = labels
+        if self.mixup is not None:
+            images, targets = self.mixup(images, labels)
+        logits = self(images)
+        loss = self.train_criterion(logits, targets)
+        self.train_loss.update(loss.detach(), weight=len(labels))
+        self.train_metrics.update(logits.detach(), labels)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, metrics: MetricCollection, stage: str
+    ) -> None:
+        images, labels = batch
+        logits = self(images)
+        loss_metric.update(self.eval_criterion(logits, labels), weight=len(labels))
+        metrics.update(logits, labels)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.fill_(max(self.val_acc_best.item(), self.val_metrics["acc"].compute().item()))
+        self.log("val/acc_best", self.val_acc_best, prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_loss, self.test_metrics, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).float().softmax(dim=-1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.backbone, self.lr, self.optimizer_settings)
+        schedule = build_scheduler(
+            optimizer,
+            self.lr,
+            dict(self.hparams.scheduler or {"name": "none"}),
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            max_epochs=max(1, self.trainer.max_epochs or 1),
+        )
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """timm schedulers count updates themselves; torch ones step once per call."""
+        from timm.scheduler.scheduler import Scheduler
+
+        if isinstance(scheduler, Scheduler):
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            scheduler.step()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "ImageClassifier":
+        """Rebuild from a loaded checkpoint's hyperparameters and weights, never touching the hub."""
+        hparams = {**checkpoint["hyper_parameters"], "pretrained": False, "pretrained_file": None}
+        model = cls(**hparams)
+        model.load_state_dict(checkpoint["state_dict"])
+        return model

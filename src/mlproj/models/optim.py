@@ -1,0 +1,76 @@
+"""Optimizers from timm, schedulers stepped the way each one expects."""
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mlproj.errors import ConfigError
+
+SCHEDULERS = ("cosine", "onecycle", "step", "none")
+
+
+@contextmanager
+def all_trainable(module: nn.Module) -> Iterator[None]:
+    """Let the optimizer see frozen parameters too, so unfreezing later needs no new param groups.
+
+    Frozen parameters get no gradient, and torch optimizers skip parameters whose grad is None.
+    """
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def build_optimizer(module: nn.Module, lr: float, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """timm's create_optimizer_v2: no weight decay on norms and biases, optional layer decay."""
+    from timm.optim import create_optimizer_v2
+
+    options = {k: v for k, v in settings.items() if k != "lr" and v is not None}
+    with all_trainable(module):
+        try:
+            return create_optimizer_v2(module, lr=lr, **options)
+        except (AssertionError, ValueError) as error:
+            raise ConfigError(f"model.optimizer={dict(settings)}: {error}") from error
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, lr: float, settings: Mapping[str, Any], total_steps: int, max_epochs: int
+) -> dict[str, Any] | None:
+    """A Lightning lr_scheduler config; per-update schedules get interval "step"."""
+    name = settings.get("name", "none")
+    steps_per_epoch = max(1, total_steps // max(1, max_epochs))
+    if name == "none":
+        return None
+    if name == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=lr,
+            total_steps=max(1, total_steps),
+            pct_start=settings["pct_start"],
+            div_factor=settings["div_factor"],
+            final_div_factor=settings["final_div_factor"],
+        )
+        return {"scheduler": scheduler, "interval": "step"}
+    if name == "cosine":
+        from timm.scheduler import CosineLRScheduler
+
+        scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=max(1, total_steps),
+            lr_min=settings["min_lr"],
+            warmup_t=int(settings["warmup_epochs"] * steps_per_epoch),
+            warmup_lr_init=settings["warmup_lr"],
+            t_in_epochs=False,
+        )
+        return {"scheduler": scheduler, "interval": "step"}
+    if name == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings["step_size"], gamma=settings["gamma"])
+        return {"scheduler": scheduler, "interval": "epoch"}
+    raise ConfigError(f"model.scheduler.name={name} is not one of {', '.join(SCHEDULERS)}")

@@ -1,0 +1,115 @@
+"""`python train.py [overrides]`: compose -> build -> fit -> test -> summary.json."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mlproj.build import build_datamodule, instantiate_group
+from mlproj.checkpoints import adopt_run_dir, check_classes_match, checkpoint_classes, load_checkpoint, resolve_resume
+from mlproj.entry import hydra_entry
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; return the metrics a sweep optimises."""
+    resume = resolve_resume(
+        cfg.ckpt_path, Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / "train" / "runs", cfg.experiment
+    )
+    run_dir = continue_in(cfg, resume.run_dir)
+
+    import lightning as L
+
+    from mlproj.callbacks.checkpoint_metadata import CheckpointMetadata
+    from mlproj.console import tidy_lightning_logging
+    from mlproj.evaluation import run_test
+    from mlproj.lr_finder import tune_learning_rate
+    from mlproj.run_record import RunRecord
+
+    tidy_lightning_logging()
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg.data)
+    if resume.ckpt_path:
+        check_classes_match(
+            checkpoint_classes(load_checkpoint(resume.ckpt_path), resume.ckpt_path),
+            datamodule.classes,
+            resume.ckpt_path,
+        )
+    model = instantiate(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.classes,
+        image_size=datamodule.image_size,
+        crop_pct=datamodule.crop_pct,
+        _convert_="all",
+    )
+    datamodule.configure_preprocessing(model.data_config)
+    metadata = {
+        "data": {**OmegaConf.to_container(cfg.data, resolve=True), "root": str(datamodule.root)},
+        "experiment": cfg.experiment,
+    }
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*instantiate_group(cfg.get("callbacks")), CheckpointMetadata(metadata)],
+        logger=instantiate_group(cfg.get("logger")) or False,
+    )
+
+    record = RunRecord.start(run_dir, run_fields(cfg, datamodule, trainer, resume.ckpt_path))
+    datamodule.write_manifest(run_dir / "manifest.csv")
+    log_run_config(trainer, cfg, record.summary)
+    with record.recording(trainer):
+        if cfg.tune_lr:
+            tune_learning_rate(trainer, model, datamodule, run_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path)
+        record.update_from(trainer)
+        if cfg.test and not trainer.interrupted:
+            record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer)))
+    log.info("run dir %s: %s", run_dir, {k: round(v, 4) for k, v in record.metrics.items()})
+    return record.metrics
+
+
+def continue_in(cfg: DictConfig, run_dir: Path) -> Path:
+    """Point every `${paths.output_dir}` at `run_dir` when resuming an earlier run in place."""
+    fresh = Path(cfg.paths.output_dir)
+    if run_dir != fresh:
+        adopt_run_dir(fresh, run_dir)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+    return run_dir
+
+
+def best_checkpoint(trainer: Any) -> str | None:
+    """ "best" when a checkpoint was kept (not under fast_dev_run or without callbacks), else the current weights."""
+    callback = trainer.checkpoint_callback
+    return "best" if callback is not None and getattr(callback, "best_model_path", "") else None
+
+
+def run_fields(cfg: DictConfig, datamodule: Any, trainer: Any, resumed_from: str | None) -> dict[str, Any]:
+    return {
+        "experiment": cfg.experiment,
+        "backbone": cfg.model.backbone,
+        "run_dir": str(Path(cfg.paths.output_dir).absolute()),
+        "batch_size": datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+        "data_root": str(datamodule.root),
+        "num_classes": datamodule.num_classes,
+        "split_sizes": datamodule.split_sizes(),
+        "test_split": datamodule.test_split,
+        "resumed_from": resumed_from,
+    }
+
+
+def log_run_config(trainer: Any, cfg: DictConfig, summary: dict[str, Any]) -> None:
+    """The resolved config plus the run's provenance, in every logger (W&B config, hparams.yaml, ...)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    provenance = {k: summary[k] for k in ("git_commit", "git_dirty", "data_root", "batch_size", "test_split")}
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**config, "run": provenance})
+
+
+main = hydra_entry("train", train)
+
+if __name__ == "__main__":
+    main()
