@@ -6,7 +6,7 @@ import warnings
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip: For seamless cloud logging" not in record.getMessage()
+        return "Tip: For seamless cloud" not in record.getMessage()
 
 
 def tidy_lightning_logging() -> None:

@@ -1,15 +1,39 @@
-"""Experiment loggers that need more than a constructor: W&B offline fallback and run-id reuse."""
+"""Loggers that survive a resume: CSV history kept, the same W&B run continued (offline without a key)."""
 
+import csv
 import logging
 import netrc
 import os
+import secrets
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id"
+
+
+class AppendingWriter(ExperimentWriter):
+    """Reads the existing header instead of deleting metrics.csv, so history survives a resume."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = list(csv.DictReader(handle).fieldnames or [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run appends to its metrics.csv."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def wandb_key_configured() -> bool:
@@ -30,18 +54,14 @@ def wandb_logger(
     group: str | None = None,
     tags: list[str] | None = None,
     log_model: bool = False,
-) -> Any:
+) -> WandbLogger:
     """A WandbLogger that resumes the run this run dir started, and goes offline instead of prompting."""
-    from lightning.pytorch.loggers import WandbLogger
-
     run_path = Path(run_dir)
     id_file = run_path / RUN_ID_FILE
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = secrets.token_hex(4)
         run_path.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run_id + "\n")
     mode = os.environ.get("WANDB_MODE")

@@ -67,7 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         record.update_from(trainer)
         if cfg.test and not trainer.interrupted:
             record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer)))
-    log.info("run dir %s: %s", run_dir, {k: round(v, 4) for k, v in record.metrics.items()})
+    if trainer.is_global_zero:
+        log.info("run dir %s: %s", run_dir, {k: round(v, 4) for k, v in record.metrics.items()})
     return record.metrics
 
 
@@ -103,7 +104,7 @@ def run_fields(cfg: DictConfig, datamodule: Any, trainer: Any, resumed_from: str
 
 def log_run_config(trainer: Any, cfg: DictConfig, summary: dict[str, Any]) -> None:
     """The resolved config plus the run's provenance, in every logger (W&B config, hparams.yaml, ...)."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     provenance = {k: summary[k] for k in ("git_commit", "git_dirty", "data_root", "batch_size", "test_split")}
     for logger in trainer.loggers:
         logger.log_hyperparams({**config, "run": provenance})

@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mlproj.models.backbone import create_backbone
 from mlproj.models.finetune import apply_finetune
-from mlproj.models.optim import build_optimizer, build_scheduler
+from mlproj.models.optim import build_optimizer, build_scheduler, fast_forward, planned_steps
 
 DEFAULT_OPTIMIZER = {"opt": "adamw", "lr": 1e-3, "weight_decay": 0.05}
 
@@ -168,16 +168,32 @@ class ImageClassifier(L.LightningModule):
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self(images).float().softmax(dim=-1)
 
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.backbone, self.lr, self.optimizer_settings)
-        schedule = build_scheduler(
+    def build_schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        return build_scheduler(
             optimizer,
             self.lr,
             dict(self.hparams.scheduler or {"name": "none"}),
             total_steps=int(self.trainer.estimated_stepping_batches),
             max_epochs=max(1, self.trainer.max_epochs or 1),
         )
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.backbone, self.lr, self.optimizer_settings)
+        schedule = self.build_schedule(optimizer)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def on_train_start(self) -> None:
+        """A run resumed with a new length (more epochs) continues on the schedule planned for that length.
+
+        The restored scheduler state would otherwise end the old plan early (one-cycle raises past its end).
+        """
+        for config in self.trainer.lr_scheduler_configs:
+            restored = planned_steps(config.scheduler)
+            if restored is None or restored == int(self.trainer.estimated_stepping_batches):
+                continue
+            fresh = self.build_schedule(config.scheduler.optimizer)
+            fast_forward(fresh["scheduler"], self.global_step)
+            config.scheduler = fresh["scheduler"]
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         """timm schedulers count updates themselves; torch ones step once per call."""

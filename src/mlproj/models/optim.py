@@ -1,5 +1,6 @@
 """Optimizers from timm, schedulers stepped the way each one expects."""
 
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -74,3 +75,21 @@ def build_scheduler(
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings["step_size"], gamma=settings["gamma"])
         return {"scheduler": scheduler, "interval": "epoch"}
     raise ConfigError(f"model.scheduler.name={name} is not one of {', '.join(SCHEDULERS)}")
+
+
+def planned_steps(scheduler: Any) -> int | None:
+    """The number of updates a per-update schedule was built for (None for per-epoch ones)."""
+    return getattr(scheduler, "total_steps", None) or getattr(scheduler, "t_initial", None)
+
+
+def fast_forward(scheduler: Any, done_steps: int) -> None:
+    """Put a freshly built per-update schedule at update `done_steps` (both kinds compute lr from the count)."""
+    from timm.scheduler.scheduler import Scheduler
+
+    if isinstance(scheduler, Scheduler):
+        scheduler.step_update(num_updates=done_steps)
+    elif done_steps > 0:
+        scheduler.last_epoch = done_steps - 1
+        with warnings.catch_warnings():  # "step() before optimizer.step()": intended, no update is skipped
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.step()
