@@ -2,7 +2,9 @@
 
 import logging
 import os
+import pickle
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ def newest_run_with_checkpoint(runs_dir: Path, experiment: str | None) -> Path |
 
 def adopt_run_dir(fresh: Path, previous: Path) -> None:
     """Continue in `previous`: bring this invocation's resolved config along, drop the empty fresh dir."""
+    if not fresh.is_dir():
+        return
     if (fresh / ".hydra").is_dir():
         shutil.copytree(fresh / ".hydra", previous / ".hydra", dirs_exist_ok=True)
     if {p.name for p in fresh.iterdir()} <= {".hydra", "train.log"}:
@@ -83,7 +87,7 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise ConfigError(
             f"ckpt_path={path} does not exist: give a .ckpt file from a run's checkpoints/ folder"
         ) from error
-    except (RuntimeError, EOFError, ValueError) as error:
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         raise ConfigError(f"ckpt_path={path} is not a readable checkpoint ({str(error).splitlines()[0]})") from error
 
 

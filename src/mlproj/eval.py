@@ -3,10 +3,9 @@
 import logging
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlproj.build import build_datamodule, instantiate_group
+from mlproj.build import build, build_datamodule, instantiate_group
 from mlproj.checkpoints import check_classes_match, checkpoint_classes, load_checkpoint
 from mlproj.entry import hydra_entry
 from mlproj.errors import ConfigError
@@ -37,7 +36,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_classes_match(classes, datamodule.classes, ckpt_path)
     model = ImageClassifier.from_checkpoint(checkpoint)
     datamodule.configure_preprocessing(model.data_config)
-    trainer = instantiate(cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False)
+    trainer = build(cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False)
     metrics = run_test(trainer, model, datamodule, ckpt_path=None)
     write_metrics(Path(cfg.paths.output_dir), {"ckpt_path": ckpt_path, "split": datamodule.test_split, **metrics})
     log.info("%s on %s split: %s", ckpt_path, datamodule.test_split, {k: round(v, 4) for k, v in metrics.items()})

@@ -5,6 +5,9 @@ import logging
 import netrc
 import os
 import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -80,3 +83,16 @@ def wandb_logger(
         offline=offline,
         log_model=log_model,
     )
+
+
+@contextmanager
+def closing_loggers() -> Iterator[None]:
+    """End the W&B run however training ends, so the next run in this process (Hydra -m) starts its own."""
+    try:
+        yield
+    finally:
+        if "wandb" in sys.modules:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()

@@ -4,10 +4,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlproj.build import build_datamodule, instantiate_group
+from mlproj.build import build, build_datamodule, instantiate_group
 from mlproj.checkpoints import adopt_run_dir, check_classes_match, checkpoint_classes, load_checkpoint, resolve_resume
 from mlproj.entry import hydra_entry
 
@@ -26,6 +25,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from mlproj.callbacks.checkpoint_metadata import CheckpointMetadata
     from mlproj.console import tidy_lightning_logging
     from mlproj.evaluation import run_test
+    from mlproj.loggers import closing_loggers
     from mlproj.lr_finder import tune_learning_rate
     from mlproj.run_record import RunRecord
 
@@ -38,7 +38,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             datamodule.classes,
             resume.ckpt_path,
         )
-    model = instantiate(
+    model = build(
         cfg.model,
         num_classes=datamodule.num_classes,
         class_names=datamodule.classes,
@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "data": {**OmegaConf.to_container(cfg.data, resolve=True), "root": str(datamodule.root)},
         "experiment": cfg.experiment,
     }
-    trainer = instantiate(
+    trainer = build(
         cfg.trainer,
         callbacks=[*instantiate_group(cfg.get("callbacks")), CheckpointMetadata(metadata)],
         logger=instantiate_group(cfg.get("logger")) or False,
@@ -60,7 +60,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     record = RunRecord.start(run_dir, run_fields(cfg, datamodule, trainer, resume.ckpt_path))
     datamodule.write_manifest(run_dir / "manifest.csv")
     log_run_config(trainer, cfg, record.summary)
-    with record.recording(trainer):
+    with record.recording(trainer), closing_loggers():
         if cfg.tune_lr:
             tune_learning_rate(trainer, model, datamodule, run_dir)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path)

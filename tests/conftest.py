@@ -1,0 +1,162 @@
+"""Fixtures that build real image files and run the real entry points, in-process or as subprocesses."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+IMAGE_MODES = ("RGB", "L", "P", "RGBA", "P-transparent")
+
+# No test may reach the network: the hub fails fast instead of retrying for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 32), seed: int = 0) -> Path:
+    """A real image file in `mode` (RGB, L, P, RGBA, P-transparent, CMYK, I;16); format from the suffix."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    rgb = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    if mode == "P-transparent":
+        image = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        image.info["transparency"] = 0
+    elif mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (height, width), dtype=np.uint16))
+    else:
+        image = rgb.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "P-transparent":
+        image.save(path, transparency=0)
+    else:
+        image.save(path)
+    return path
+
+
+def make_image_folder(
+    root: Path,
+    classes: Sequence[str] = ("cat", "dog", "fox"),
+    per_class: int = 8,
+    splits: Sequence[str] | None = None,
+    modes: Sequence[str] = ("RGB",),
+    suffixes: Sequence[str] = (".jpg", ".png"),
+) -> Path:
+    """`root/<class>/` (or `root/<split>/<class>/` when splits are given) of real JPEG/PNG files.
+
+    Each class gets its own mean colour so a model can actually tell them apart.
+    """
+    seed = 0
+    for split in splits or [""]:
+        for label, name in enumerate(classes):
+            for i in range(per_class):
+                mode = modes[(i + label) % len(modes)]
+                suffix = suffixes[i % len(suffixes)] if mode in ("RGB", "L") else ".png"  # JPEG holds no palette/alpha
+                path = root / split / name / f"{name}_{i:03d}{suffix}"
+                write_image(path, mode=mode, seed=seed)
+                if mode == "RGB":
+                    tint = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16) // 3 + 60 * label
+                    Image.fromarray(np.clip(tint, 0, 255).astype(np.uint8)).save(path)
+                seed += 1
+    return root
+
+
+def make_cifar100(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    """torchvision's cifar-100-python/ layout (pickled train, test, meta) with random pixels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", n_train), ("test", n_test)):
+        batch = {
+            "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+            "fine_labels": list(np.arange(count) % 100),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"class{i:02d}" for i in range(100)]}))
+    return root
+
+
+def compose(config_name: str, overrides: Sequence[str], output_dir: Path) -> Any:
+    """The config the command line would build, with Hydra's runtime set so `${hydra:...}` resolves."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mlproj.entry import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run_cli(
+    script: str, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`python <script>.py args...` from the project root's shim, the way users run it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / f"{script}.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Callable[..., Path]:
+    def build(name: str = "images", **kwargs: Any) -> Path:
+        return make_image_folder(tmp_path / name, **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def train_in_process(tmp_path: Path) -> Iterator[Callable[..., tuple[dict[str, float], Path]]]:
+    """Run mlproj.train.train on composed overrides; returns (metrics, run dir)."""
+    from mlproj.train import train
+
+    counter = iter(range(1000))
+
+    def run(*overrides: str, run_dir: Path | None = None) -> tuple[dict[str, float], Path]:
+        run_dir = run_dir or tmp_path / "logs" / "train" / "runs" / f"run{next(counter)}"
+        cfg = compose("train", [f"paths.log_dir={tmp_path / 'logs'}", *overrides], run_dir)
+        return train(cfg), Path(cfg.paths.output_dir)
+
+    yield run
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+
+
+requires_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is absent")
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded default data, written once per test session."""
+    from mlproj.data.digits import write_digits
+
+    root = tmp_path_factory.mktemp("data") / "digits"
+    write_digits(root)
+    return root

@@ -1,0 +1,100 @@
+"""Bad input fails before training with one line naming the value and the fix, and leaves nothing behind."""
+
+from pathlib import Path
+
+import pytest
+from conftest import compose, make_image_folder, run_cli
+
+from mlproj.errors import ConfigError
+
+QUICK = ["debug=limit", "data.num_workers=0"]
+
+
+def folder_args(root: Path) -> list[str]:
+    return ["data=imagefolder", f"data.root={root}", "model.backbone=resnet10t", "data.image_size=32", *QUICK]
+
+
+@pytest.mark.parametrize(
+    ("setup", "override", "expected"),
+    [
+        ("missing", None, "does not exist"),
+        ("empty", None, "has 0 class folder(s) with images"),
+        ("one_class", None, "has 1 class folder(s) with images (cat): a classifier needs at least 2"),
+        ("ok", "data.val_fraction=1.5", "data.val_fraction=1.5 must be a fraction"),
+        ("ok", "data.test_fraction=0", "data.test_fraction=0 must be a fraction"),
+        ("ok", "model.backbone=resnet5O", "model.backbone=resnet5O is not a timm model: did you mean resnet50"),
+        ("ok", "model.finetune=half", "model.finetune=half is not one of"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_value(
+    setup: str, override: str | None, expected: str, tmp_path: Path, train_in_process
+) -> None:
+    root = tmp_path / "pics"
+    if setup == "empty":
+        (root / "cats").mkdir(parents=True)
+    elif setup == "one_class":
+        make_image_folder(root, classes=("cat",), per_class=3)
+        (root / "dog").mkdir()
+    elif setup == "ok":
+        make_image_folder(root, per_class=6)
+    with pytest.raises(ConfigError) as error:
+        train_in_process(*folder_args(root), *([override] if override else []))
+    message = str(error.value)
+    assert expected in message and "\n" not in message
+    assert not (tmp_path / "logs" / "train" / "runs" / "run0" / "summary.json").exists()
+
+
+def test_the_command_line_gets_exit_status_2_and_no_traceback(tmp_path: Path) -> None:
+    result = run_cli("train", ["data=imagefolder", f"data.root={tmp_path / 'nowhere'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: data.root={tmp_path / 'nowhere'} does not exist or is not a folder: point data.root at a folder of"
+        " class folders (or train/ and val/ folders of class folders), or run `dvc pull`"
+    ]
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs" / "train" / "runs").iterdir())
+
+
+def test_a_checkpoint_of_other_classes_is_refused(tmp_path: Path, digits_root: Path, train_in_process) -> None:
+    from mlproj.eval import evaluate
+
+    _, run_dir = train_in_process(f"data.root={digits_root}", *QUICK, "trainer.max_epochs=1")
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    pictures = make_image_folder(tmp_path / "pics", per_class=6)
+    with pytest.raises(ConfigError, match=r"was trained on 0, 1, 2, 3, 4, ... \(10 classes\) but the data has cat"):
+        train_in_process(*folder_args(pictures), f"ckpt_path={checkpoint}")
+    with pytest.raises(ConfigError, match="was trained on"):
+        evaluate(compose("eval", [*folder_args(pictures)[:2], f"ckpt_path={checkpoint}"], tmp_path / "eval"))
+
+
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path: Path) -> None:
+    from mlproj.eval import evaluate
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=f"ckpt_path={junk} is not a readable checkpoint"):
+        evaluate(compose("eval", [f"ckpt_path={junk}"], tmp_path / "eval"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        evaluate(compose("eval", [f"ckpt_path={tmp_path / 'none.ckpt'}"], tmp_path / "eval"))
+
+
+def test_pretrained_weights_offline_say_how_to_fix_it(tmp_path: Path, monkeypatch) -> None:
+    from mlproj.models.backbone import create_backbone
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ConfigError, match=r"model.pretrained=true but the weights of resnet10t could not be fetched"):
+        create_backbone("resnet10t", num_classes=3, pretrained=True)
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path: Path) -> None:
+    import timm
+    import torch
+
+    from mlproj.models.backbone import create_backbone
+
+    source = timm.create_model("resnet10t", num_classes=1000)
+    weights = tmp_path / "resnet10t.pth"
+    torch.save(source.state_dict(), weights)
+    model = create_backbone("resnet10t", num_classes=3, pretrained_file=str(weights))
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
+    assert model.get_classifier().out_features == 3
