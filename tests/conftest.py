@@ -59,7 +59,10 @@ def make_image_folder(
         for label, name in enumerate(classes):
             for i in range(per_class):
                 mode = modes[(i + label) % len(modes)]
-                suffix = suffixes[i % len(suffixes)] if mode in ("RGB", "L") else ".png"  # JPEG holds no palette/alpha
+                # JPEG holds no palette or alpha, PNG no CMYK.
+                suffix = {"RGB": suffixes[i % len(suffixes)], "L": suffixes[i % len(suffixes)], "CMYK": ".jpg"}.get(
+                    mode, ".png"
+                )
                 path = root / split / name / f"{name}_{i:03d}{suffix}"
                 write_image(path, mode=mode, seed=seed)
                 if mode == "RGB":

@@ -62,12 +62,14 @@ def build_scheduler(
     if name == "cosine":
         from timm.scheduler import CosineLRScheduler
 
+        warmup = min(int(settings["warmup_epochs"] * steps_per_epoch), max(0, total_steps - 1))
         scheduler = CosineLRScheduler(
             optimizer,
-            t_initial=max(1, total_steps),
+            t_initial=max(1, total_steps - warmup),
             lr_min=settings["min_lr"],
-            warmup_t=int(settings["warmup_epochs"] * steps_per_epoch),
+            warmup_t=warmup,
             warmup_lr_init=settings["warmup_lr"],
+            warmup_prefix=True,  # the cosine starts at the peak once warm-up ends
             t_in_epochs=False,
         )
         return {"scheduler": scheduler, "interval": "step"}
@@ -79,7 +81,9 @@ def build_scheduler(
 
 def planned_steps(scheduler: Any) -> int | None:
     """The number of updates a per-update schedule was built for (None for per-epoch ones)."""
-    return getattr(scheduler, "total_steps", None) or getattr(scheduler, "t_initial", None)
+    if hasattr(scheduler, "t_initial"):  # timm: warm-up comes before the cosine
+        return scheduler.t_initial + (scheduler.warmup_t if scheduler.warmup_prefix else 0)
+    return getattr(scheduler, "total_steps", None)
 
 
 def fast_forward(scheduler: Any, done_steps: int) -> None:
