@@ -109,3 +109,13 @@ def test_run_dirs_started_within_one_second_never_collide(tmp_path: Path) -> Non
     dirs = {compose("train", [], tmp_path).hydra.run.dir for _ in range(3)}
     assert len(dirs) == 3
     assert all(d.startswith(str(Path("logs") / "train" / "runs")) or "/logs/train/runs/" in d for d in dirs)
+
+
+def test_every_trainer_argument_can_be_set_from_the_command_line(tmp_path: Path) -> None:
+    import inspect
+
+    import lightning as L
+
+    settable = set(compose("train", [], tmp_path).trainer) - {"_target_"}
+    wired_elsewhere = {"self", "logger", "callbacks", "plugins", "model_registry", "enable_autolog_hparams"}
+    assert set(inspect.signature(L.Trainer.__init__).parameters) - wired_elsewhere <= settable

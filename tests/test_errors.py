@@ -98,3 +98,21 @@ def test_pretrained_weights_from_a_local_file(tmp_path: Path) -> None:
     model = create_backbone("resnet10t", num_classes=3, pretrained_file=str(weights))
     assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
     assert model.get_classifier().out_features == 3
+
+
+def test_pretrained_weights_from_a_url_go_through_fsspec(tmp_path: Path, monkeypatch) -> None:
+    """gs:// takes this path too (with gcsfs); memory:// stands in for the bucket here."""
+    import fsspec
+    import timm
+    import torch
+
+    from mlproj.models.backbone import create_backbone
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    source = timm.create_model("resnet10t", num_classes=1000)
+    with fsspec.open("memory://bucket/resnet10t.pth", "wb") as handle:
+        torch.save(source.state_dict(), handle)
+    model = create_backbone("resnet10t", num_classes=4, pretrained_file="memory://bucket/resnet10t.pth")
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
+    with pytest.raises(ConfigError, match=r"model.pretrained_file=memory://bucket/missing.pth cannot be read"):
+        create_backbone("resnet10t", num_classes=4, pretrained_file="memory://bucket/missing.pth")

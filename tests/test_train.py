@@ -221,3 +221,10 @@ def test_two_process_cpu_ddp(tmp_path: Path, digits_root: Path) -> None:
     summary = read_summary(run_dir)
     assert summary["status"] == "finished" and summary["batch_size"] == 128
     assert (run_dir / "train_ddp_process_1.log").exists()
+
+
+@pytest.mark.parametrize("preset", ["overfit", "profiler"])
+def test_debug_presets_run(preset: str, digits_root: Path, train_in_process) -> None:
+    short = ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    _, run_dir = train_in_process(f"data.root={digits_root}", f"debug={preset}", *short, "test=false")
+    assert read_summary(run_dir)["status"] == "finished"

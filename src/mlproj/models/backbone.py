@@ -30,10 +30,14 @@ def local_weights(pretrained_file: str) -> Path:
         return path
     import fsspec
 
-    cached = fsspec.open_local(
-        f"filecache::{pretrained_file}", filecache={"cache_storage": str(Path.home() / ".cache/mlproj/weights")}
-    )
-    return Path(cached)
+    cache = {"cache_storage": str(Path.home() / ".cache" / "mlproj" / "weights")}
+    try:
+        return Path(fsspec.open_local(f"filecache::{pretrained_file}", filecache=cache))
+    except (ImportError, ValueError, FileNotFoundError) as error:  # no gcsfs, unknown protocol, no such object
+        raise ConfigError(
+            f"model.pretrained_file={pretrained_file} cannot be read ({error}): check the URL, and for gs:// install"
+            " gcsfs (pip install gcsfs) and set up credentials"
+        ) from error
 
 
 def create_backbone(
