@@ -1,5 +1,6 @@
 """The configs users compose: experiments, group overrides, help, start-up cost."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,37 @@ def test_every_trainer_argument_can_be_set_from_the_command_line(tmp_path: Path)
     settable = set(compose("train", [], tmp_path).trainer) - {"_target_"}
     wired_elsewhere = {"self", "logger", "callbacks", "plugins", "model_registry", "enable_autolog_hparams"}
     assert set(inspect.signature(L.Trainer.__init__).parameters) - wired_elsewhere <= settable
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_carries_its_configs(tmp_path: Path) -> None:
+    """No source tree: the built package alone composes every experiment (configs do not vanish on install)."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("mlproj-*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    probe = (
+        "import mlproj, sys; print(mlproj.__file__); from mlproj.train import main;"
+        " sys.argv = ['train', '--cfg', 'job', 'experiment=mushroom_resnet50']; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(str(tmp_path / "site"))
+    assert "backbone: resnet50.a1_in1k" in result.stdout
