@@ -1,6 +1,7 @@
 """`python train.py [overrides]`: compose -> build -> fit -> test -> summary.json."""
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,12 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the metrics a sweep optimises."""
-    resume = resolve_resume(
-        cfg.ckpt_path, Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / "train" / "runs", cfg.experiment
-    )
+    runs_dir = Path(cfg.paths.log_dir).absolute() / "train" / "runs"
+    resume = resolve_resume(cfg.ckpt_path, Path(cfg.paths.output_dir).absolute(), runs_dir, cfg.experiment)
     run_dir = continue_in(cfg, resume.run_dir)
 
     import lightning as L
 
-    from mlproj.callbacks.checkpoint_metadata import CheckpointMetadata
     from mlproj.console import tidy_lightning_logging
     from mlproj.evaluation import run_test
     from mlproj.loggers import closing_loggers
@@ -31,13 +30,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg.data)
+    datamodule, model, trainer = build_run(cfg)  # bad config fails here, before anything is written
     if resume.ckpt_path:
-        check_classes_match(
-            checkpoint_classes(load_checkpoint(resume.ckpt_path), resume.ckpt_path),
-            datamodule.classes,
-            resume.ckpt_path,
-        )
+        classes = checkpoint_classes(load_checkpoint(resume.ckpt_path), resume.ckpt_path)
+        check_classes_match(classes, datamodule.classes, resume.ckpt_path)
+
+    record = RunRecord.start(run_dir, run_fields(cfg, datamodule, trainer, resume.ckpt_path))
+    datamodule.write_manifest(run_dir / "manifest.csv")
+    log_run_config(trainer, cfg, record.summary)
+    with record.recording(trainer), closing_loggers():
+        if cfg.tune_lr:
+            tune_learning_rate(trainer, model, datamodule, run_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path)
+        record.update_from(trainer)
+        if cfg.test and not trainer.interrupted:
+            record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer)))
+    if trainer.is_global_zero:
+        log.info("run dir %s: %s", run_dir, {k: round(v, 4) for k, v in record.metrics.items()})
+    return record.metrics
+
+
+def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, Any]:
+    """The objects one run trains: the data (prepared and checked), a model sized to it, and the trainer."""
+    from mlproj.callbacks.checkpoint_metadata import CheckpointMetadata
+
+    datamodule = build_datamodule(cfg.data)
     model = build(
         cfg.model,
         num_classes=datamodule.num_classes,
@@ -53,23 +70,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     trainer = build(
         cfg.trainer,
-        callbacks=[*instantiate_group(cfg.get("callbacks")), CheckpointMetadata(metadata)],
+        callbacks=[*instantiate_group(cfg.get("callbacks")), CheckpointMetadata(metadata), *extra_callbacks],
         logger=instantiate_group(cfg.get("logger")) or False,
     )
-
-    record = RunRecord.start(run_dir, run_fields(cfg, datamodule, trainer, resume.ckpt_path))
-    datamodule.write_manifest(run_dir / "manifest.csv")
-    log_run_config(trainer, cfg, record.summary)
-    with record.recording(trainer), closing_loggers():
-        if cfg.tune_lr:
-            tune_learning_rate(trainer, model, datamodule, run_dir)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path)
-        record.update_from(trainer)
-        if cfg.test and not trainer.interrupted:
-            record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer)))
-    if trainer.is_global_zero:
-        log.info("run dir %s: %s", run_dir, {k: round(v, 4) for k, v in record.metrics.items()})
-    return record.metrics
+    return datamodule, model, trainer
 
 
 def continue_in(cfg: DictConfig, run_dir: Path) -> Path:

@@ -139,9 +139,12 @@ class ImageClassifier(L.LightningModule):
         loss = self.train_criterion(logits, targets)
         self.train_loss.update(loss.detach(), weight=len(labels))
         self.train_metrics.update(logits.detach(), labels)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Logged once per epoch rather than per step: a log call costs more than the metric update."""
+        self.log("train/loss", self.train_loss, prog_bar=True)
+        self.log_dict(self.train_metrics)
 
     def _evaluate(
         self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, metrics: MetricCollection, stage: str
