@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, compose, run_cli
 
 from mlproj.entry import CONFIG_DIR
+
+from conftest import ROOT, compose, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, compose, make_cifar100, make_image_folder, requires_shared_data, write_image
 from PIL import Image
 
 from mlproj.data.cifar import CIFAR100DataModule
@@ -23,6 +22,8 @@ from mlproj.data.samples import Samples
 from mlproj.data.scan import IMAGE_EXTENSIONS
 from mlproj.data.transforms import build_transform, to_rgb
 from mlproj.errors import ConfigError
+
+from conftest import SHARED_DATA, compose, make_cifar100, make_image_folder, requires_shared_data, write_image
 
 # What timm's resolve_data_config gives a model, at a small size so tests stay fast.
 DATA_CONFIG = {

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
-from conftest import compose, make_image_folder, run_cli
 
 from mlproj.errors import ConfigError
+
+from conftest import compose, make_image_folder, run_cli
 
 QUICK = ["debug=limit", "data.num_workers=0"]
 
