@@ -386,7 +386,8 @@ def test_manifest_has_one_row_per_image_with_relative_path_label_and_split(tmp_p
     dm.write_manifest(manifest)
 
     columns, rows = read_manifest(manifest)
-    assert columns == ["path", "label", "split"]
+    assert columns == ["path", "label", "split", "width", "height", "bytes"]
+    assert all((int(row["width"]), int(row["height"])) == (40, 32) and int(row["bytes"]) > 0 for row in rows)
     assert len(rows) == sum(dm.split_sizes().values()) == len(list(root.rglob("*.*")))
     assert Counter(row["split"] for row in rows) == dm.split_sizes()
     assert len({row["path"] for row in rows}) == len(rows)
@@ -567,13 +568,17 @@ def test_cifar100_manifest_names_batch_and_row(cifar, tmp_path):
     dm.write_manifest(manifest)
 
     columns, rows = read_manifest(manifest)
-    assert columns == ["path", "label", "split"]
+    assert columns == ["path", "label", "split", "width", "height", "bytes"]
+    assert all((row["width"], row["height"], row["bytes"]) == ("32", "32", "") for row in rows)
     assert len(rows) == 800
     assert Counter(row["split"] for row in rows) == dm.split_sizes()
     assert {
         "path": "cifar-100-python/test/123",
         "label": dm.classes[batches["test"]["fine_labels"][123]],
         "split": "test",
+        "width": "32",
+        "height": "32",
+        "bytes": "",
     } in rows
     for row in rows:
         _, batch, index = row["path"].split("/")

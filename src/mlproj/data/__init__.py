@@ -1,0 +1,1 @@
+"""Data: scanning folders, splits, datasets and one LightningDataModule per data source."""
