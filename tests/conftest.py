@@ -16,6 +16,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 IMAGE_MODES = ("RGB", "L", "P", "RGBA", "P-transparent")
+# What timm's resolve_data_config gives a model, at a small size so tests stay fast.
+DATA_CONFIG = {
+    "input_size": [3, 32, 32],
+    "interpolation": "bilinear",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "crop_pct": 1.0,
+    "crop_mode": "center",
+}
 
 # No test may reach the network: the hub fails fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,16 +13,7 @@ from PIL import Image
 from mlproj.data.imagefolder import ImageFolderDataModule
 from mlproj.data.validate import check_image
 
-from conftest import make_image_folder, read_summary, write_image
-
-DATA_CONFIG = {
-    "input_size": [3, 32, 32],
-    "interpolation": "bilinear",
-    "mean": [0.5, 0.5, 0.5],
-    "std": [0.5, 0.5, 0.5],
-    "crop_pct": 1.0,
-    "crop_mode": "center",
-}
+from conftest import DATA_CONFIG, make_image_folder, read_summary, write_image
 
 
 def encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (40, 32), **options) -> bytes:

@@ -23,17 +23,16 @@ from mlproj.data.scan import IMAGE_EXTENSIONS
 from mlproj.data.transforms import build_transform, to_rgb
 from mlproj.errors import ConfigError
 
-from conftest import SHARED_DATA, compose, make_cifar100, make_image_folder, requires_shared_data, write_image
+from conftest import (
+    DATA_CONFIG,
+    SHARED_DATA,
+    compose,
+    make_cifar100,
+    make_image_folder,
+    requires_shared_data,
+    write_image,
+)
 
-# What timm's resolve_data_config gives a model, at a small size so tests stay fast.
-DATA_CONFIG = {
-    "input_size": [3, 32, 32],
-    "interpolation": "bilinear",
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-    "crop_pct": 1.0,
-    "crop_mode": "center",
-}
 AUGMENT = {
     "hflip": 0.5,
     "vflip": 0.0,
