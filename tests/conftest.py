@@ -15,7 +15,6 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-IMAGE_MODES = ("RGB", "L", "P", "RGBA", "P-transparent")
 # What timm's resolve_data_config gives a model, at a small size so tests stay fast.
 DATA_CONFIG = {
     "input_size": [3, 32, 32],

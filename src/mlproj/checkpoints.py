@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlproj.errors import ConfigError
-from mlproj.run_record import read_summary
+from mlproj.run_record import discard_unused_run_dir, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ def adopt_run_dir(fresh: Path, previous: Path) -> None:
         return
     if (fresh / ".hydra").is_dir():
         shutil.copytree(fresh / ".hydra", previous / ".hydra", dirs_exist_ok=True)
-    if {p.name for p in fresh.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(fresh, ignore_errors=True)
+    discard_unused_run_dir(fresh)
 
 
 def resolve_resume(ckpt_path: str | None, run_dir: Path, runs_dir: Path, experiment: str | None) -> ResumePoint:

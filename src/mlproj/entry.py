@@ -3,7 +3,6 @@
 This module must stay light: `--help` and `--cfg job` import it and nothing heavier.
 """
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +12,9 @@ import hydra
 from omegaconf import DictConfig
 
 from mlproj.errors import find_config_error
+from mlproj.run_record import discard_unused_run_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-HYDRA_FILES = {".hydra", "train.log", "eval.log", "predict.log"}
-
-
-def discard_unused_run_dir(run_dir: Path) -> None:
-    """Remove a run dir that holds only what Hydra wrote at start, so a bad config leaves nothing behind."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:

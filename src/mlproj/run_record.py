@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 from mlproj import __version__
 
 SUMMARY = "summary.json"
+HYDRA_FILES = {".hydra", "train.log", "eval.log", "predict.log"}
 REPORTED_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/acc_top5", "test/loss")
 
 
@@ -50,6 +52,12 @@ def package_versions() -> dict[str, str]:
 def is_main_process() -> bool:
     """Only global rank 0 writes records; DDP children re-run the entry point with these set."""
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def discard_unused_run_dir(run_dir: Path) -> None:
+    """Remove a run dir that holds only what Hydra wrote at start, so a bad config leaves nothing behind."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ from mlproj.errors import ConfigError
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-SPLIT_NAMES = ("train", "val", "test")
 
 
 def is_hidden(name: str) -> bool:
