@@ -107,7 +107,9 @@ def compose(config_name: str, overrides: Sequence[str], output_dir: Path) -> Any
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+        # Records of checked images go beside the run, never into the working directory.
+        overrides = [f"paths.cache_dir={output_dir.parent / '.cache'}", *overrides]
+        cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.hydra.runtime.output_dir = str(output_dir)

@@ -53,6 +53,7 @@ class ImageDataModule(L.LightningDataModule):
         self._transforms: dict[str, Callable] = {}
         # What decoding each file found (size, hash, or why it was rejected), when the source validates.
         self.image_checks: dict[str, ImageCheck] = {}
+        self.checks_reused = False  # True when every check came from an earlier run's record
 
     def load_splits(self) -> tuple[dict[str, Samples], list[str]]:
         """Return {"train", "val"[, "test"]} samples and the class names, or raise ConfigError."""

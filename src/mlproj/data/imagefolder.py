@@ -6,7 +6,7 @@ from typing import Any
 
 from mlproj.data.datamodule import ImageDataModule
 from mlproj.data.samples import Samples
-from mlproj.data.scan import check_root, is_presplit, scan_class_folders
+from mlproj.data.scan import Validation, check_root, is_presplit, scan_class_folders
 from mlproj.data.splits import check_fraction, stratified_split
 from mlproj.data.validate import warn_cross_split_duplicates
 from mlproj.errors import ConfigError
@@ -25,9 +25,10 @@ class ImageFolderDataModule(ImageDataModule):
         crop_pct: float | None = None,
         augment: Mapping[str, Any] | None = None,
         validate: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(root, batch_size, num_workers, image_size, crop_pct, augment, split_seed)
-        self.validate = validate
+        self.validation = Validation(validate, Path(cache_dir).expanduser().absolute() if cache_dir else None)
         self.fractions = {
             "val": check_fraction("data.val_fraction", val_fraction),
             "test": check_fraction("data.test_fraction", test_fraction),
@@ -47,20 +48,23 @@ class ImageFolderDataModule(ImageDataModule):
         root = self.image_root()
         check_root(root)
         if not is_presplit(root):
-            everything, classes, self.image_checks = scan_class_folders(root, validate=self.validate)
-            index = stratified_split(everything.labels, self.fractions, self.split_seed)
-            splits = {name: everything.subset(idx) for name, idx in index.items()}
+            scans = [scan_class_folders(root, validation=self.validation)]
+            index = stratified_split(scans[0].samples.labels, self.fractions, self.split_seed)
+            splits = {name: scans[0].samples.subset(idx) for name, idx in index.items()}
         else:
-            train, classes, self.image_checks = scan_class_folders(root / "train", "data.root (train/)", self.validate)
-            splits = {"train": train}
+            scans = [scan_class_folders(root / "train", "data.root (train/)", self.validation)]
+            splits = {"train": scans[0].samples}
             if not (root / "val").is_dir():
-                index = stratified_split(train.labels, {"val": self.fractions["val"]}, self.split_seed)
-                splits = {name: train.subset(idx) for name, idx in index.items()}
+                index = stratified_split(splits["train"].labels, {"val": self.fractions["val"]}, self.split_seed)
+                splits = {name: splits["train"].subset(idx) for name, idx in index.items()}
             for name in ("val", "test"):
                 if (root / name).is_dir():
-                    splits[name], _, checks = scan_class_folders(
-                        root / name, f"data.root ({name}/)", self.validate, classes
+                    scans.append(
+                        scan_class_folders(root / name, f"data.root ({name}/)", self.validation, scans[0].classes)
                     )
-                    self.image_checks.update(checks)
+                    splits[name] = scans[-1].samples
+        classes = scans[0].classes
+        self.image_checks = {path: check for scan in scans for path, check in scan.checks.items()}
+        self.checks_reused = all(scan.checks_reused for scan in scans)
         warn_cross_split_duplicates(splits, classes, self.image_checks)
         return splits, classes

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +49,34 @@ def check_root(root: Path, key: str = "data.root") -> None:
         )
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Whether to decode every file first, and where the checks of unchanged file lists are kept."""
+
+    enabled: bool = False
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Scan:
+    samples: Samples
+    classes: list[str]
+    checks: dict[str, ImageCheck] = field(default_factory=dict)
+    checks_reused: bool = False
+
+
 def scan_class_folders(
-    folder: Path, key: str = "data.root", validate: bool = False, classes: list[str] | None = None
-) -> tuple[Samples, list[str], dict[str, ImageCheck]]:
+    folder: Path, key: str = "data.root", validation: Validation = Validation(), classes: list[str] | None = None
+) -> Scan:
     """Images and labels of `folder/<class>/**`; `classes` fixes the label order (val/test follow train).
 
-    With `validate`, files that do not decode are rejected by path first. Class folders left without
+    With validation, files that do not decode are rejected by path first. Class folders left without
     images are skipped with a warning; fewer than two classes with images fail.
     """
     check_root(folder, key)
     per_class: dict[str, list[str]] = {d.name: [str(p) for p in list_images(d)] for d in class_folders(folder)}
-    checks = drop_undecodable(per_class) if validate else {}
+    checks, reused = drop_undecodable(per_class, validation.cache_dir) if validation.enabled else ({}, False)
+    validate = validation.enabled
     for name in [name for name, images in per_class.items() if not images]:
         log.warning("skipping class folder %s: it holds no %simages", folder / name, "decodable " if validate else "")
         del per_class[name]
@@ -81,4 +99,4 @@ def scan_class_folders(
     paths = [p for name in sorted(per_class) for p in per_class[name]]
     labels = [index[name] for name in sorted(per_class) for _ in per_class[name]]
     samples = Samples(labels=np.asarray(labels, dtype=np.int64), paths=np.asarray(paths, dtype=np.str_))
-    return samples, classes, checks
+    return Scan(samples, classes, checks, reused)

@@ -2,6 +2,7 @@
 instead of killing a run mid-epoch.
 """
 
+import csv
 import errno
 import hashlib
 import logging
@@ -10,14 +11,17 @@ import warnings
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mlproj.data.samples import Samples
+from mlproj.data.splits import write_csv
 
 log = logging.getLogger(__name__)
 
 SERIAL_BELOW = 512  # files; under this a process pool costs more than it saves
+CHECKS_VERSION = 1  # bump when check_image's verdicts change, so recorded checks are redone
 
 
 @dataclass(frozen=True)
@@ -73,18 +77,67 @@ def check_images(
         return list(pool.map(check_image, paths, chunksize=max(1, len(paths) // (workers * 8))))
 
 
-def drop_undecodable(per_class: dict[str, list[str]], workers: int | None = None) -> dict[str, ImageCheck]:
+def fingerprint(paths: list[str]) -> str:
+    """Changes when any file is added, removed, resized or touched, or when the checks themselves change."""
+    digest = hashlib.sha1(f"checks-v{CHECKS_VERSION}\n".encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError as error:
+            digest.update(f"{path}\t{error.errno}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def read_checks(record: Path) -> list[ImageCheck]:
+    with record.open(newline="") as handle:
+        return [
+            ImageCheck(
+                row["path"],
+                int(row["width"] or 0),
+                int(row["height"] or 0),
+                int(row["size"] or 0),
+                row["digest"],
+                row["error"] or None,
+            )
+            for row in csv.DictReader(handle)
+        ]
+
+
+def checked_images(
+    paths: list[str], cache_dir: Path | None, workers: int | None = None
+) -> tuple[list[ImageCheck], bool]:
+    """Every file's check, decoded once per version of the file list: unchanged files are not decoded again.
+
+    Returns the checks and whether they came from `cache_dir` (the record of an earlier run or `mlproj prepare`).
+    """
+    if cache_dir is None:
+        return check_images(paths, workers), False
+    record = cache_dir / "checks" / f"{fingerprint(paths)}.csv"
+    if record.is_file():
+        return read_checks(record), True
+    checks = check_images(paths, workers)
+    fields = ("path", "width", "height", "size", "digest", "error")
+    write_csv(record, list(fields), ([getattr(c, f) or "" for f in fields] for c in checks))
+    return checks, False
+
+
+def drop_undecodable(
+    per_class: dict[str, list[str]], cache_dir: Path | None = None
+) -> tuple[dict[str, ImageCheck], bool]:
     """Remove files that do not decode from `per_class` (in place), one `rejected PATH: REASON` line each.
 
-    Returns every file's check, rejected ones included, for the manifest, the report and duplicate search.
+    Returns every file's check, rejected ones included (for the manifest, the report and duplicate search),
+    and whether the checks were already recorded in `cache_dir`.
     """
-    checks = {c.path: c for c in check_images([p for paths in per_class.values() for p in paths], workers)}
+    found, reused = checked_images([p for paths in per_class.values() for p in paths], cache_dir)
+    checks = {c.path: c for c in found}
     for check in checks.values():
         if check.error:
             log.warning("rejected %s: %s", check.path, check.error)
     for name in list(per_class):
         per_class[name] = [p for p in per_class[name] if checks[p].error is None]
-    return checks
+    return checks, reused
 
 
 def warn_cross_split_duplicates(splits: dict[str, Samples], classes: list[str], checks: dict[str, ImageCheck]) -> None:

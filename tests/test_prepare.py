@@ -1,0 +1,71 @@
+"""`mlproj prepare`: check once, record, and say `up to date` while the files are unchanged."""
+
+import csv
+import os
+from pathlib import Path
+
+from mlproj.prepare import prepare
+
+from conftest import compose, make_image_folder
+
+
+def run_prepare(root: Path, out: Path) -> Path:
+    return prepare(compose("prepare", ["data=imagefolder", f"data.root={root}", "data.validate=false"], out))
+
+
+def test_prepare_records_checks_and_is_up_to_date_until_a_file_changes(tmp_path: Path, capsys, caplog) -> None:
+    root = make_image_folder(tmp_path / "pics", per_class=6)
+    (root / "dog" / "broken.jpg").write_bytes(b"<html>not found</html>")
+
+    first = run_prepare(root, tmp_path / "runs" / "a")
+    assert "up to date" not in capsys.readouterr().out
+    assert f"rejected {root / 'dog' / 'broken.jpg'}: not an image Pillow can read" in caplog.text
+    rejected = list(csv.DictReader((first / "rejected.csv").open()))
+    assert rejected == [{"path": "dog/broken.jpg", "reason": "not an image Pillow can read"}]
+    manifest = list(csv.DictReader((first / "manifest.csv").open()))
+    assert len(manifest) == 18 and all(row["width"] == "40" for row in manifest)
+
+    second = run_prepare(root, tmp_path / "runs" / "b")
+    assert "up to date" in capsys.readouterr().out
+    assert list(csv.DictReader((second / "rejected.csv").open())) == rejected
+    assert list(csv.DictReader((second / "manifest.csv").open())) == manifest
+
+    changed = root / "cat" / "cat_000.jpg"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    run_prepare(root, tmp_path / "runs" / "c")
+    assert "up to date" not in capsys.readouterr().out
+
+
+def test_training_reuses_the_checks_prepare_recorded(tmp_path: Path, train_in_process) -> None:
+    root = make_image_folder(tmp_path / "pics", per_class=6)
+    run_prepare(root, tmp_path / "logs" / "prepare")
+    records = list((tmp_path / "logs" / ".cache" / "checks").glob("*.csv"))
+    assert len(records) == 1
+    overrides = ["data=imagefolder", f"data.root={root}", "model.backbone=resnet10t", "data.image_size=32"]
+    train_in_process(*overrides, "debug=fdr", f"paths.cache_dir={tmp_path / 'logs' / '.cache'}")
+    assert list((tmp_path / "logs" / ".cache" / "checks").glob("*.csv")) == records
+
+
+def test_the_mlproj_command_lists_its_commands(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    listing = subprocess.run([sys.executable, "-m", "mlproj.cli"], capture_output=True, text=True, cwd=tmp_path)
+    assert "usage: mlproj COMMAND" in listing.stderr
+    assert listing.returncode == 2 and "prepare" in listing.stderr and "train" in listing.stderr
+    helped = subprocess.run([sys.executable, "-m", "mlproj.cli", "prepare", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "data:" in helped.stdout
+
+
+def test_prepare_from_the_command_line_fails_in_one_line_on_a_missing_root(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    missing = tmp_path / "none"
+    command = [sys.executable, "-m", "mlproj.cli", "prepare", "data=imagefolder", f"data.root={missing}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: data.root={missing} does not exist or is not a folder: point data.root at a folder of class folders"
+        " (or train/ and val/ folders of class folders), or run `dvc pull`"
+    ]
