@@ -95,6 +95,20 @@ def make_cifar100(root: Path, n_train: int = 600, n_test: int = 200, seed: int =
     return root
 
 
+def make_cifar10(root: Path, per_batch: int = 50, n_test: int = 100, seed: int = 0) -> Path:
+    """torchvision's cifar-10-batches-py/ layout (five pickled training batches, test_batch, batches.meta)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+    for name in names:
+        count = n_test if name == "test_batch" else per_batch
+        batch = {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8), "labels": list(np.arange(count) % 10)}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"kind{i}" for i in range(10)]}))
+    return root
+
+
 def compose(config_name: str, overrides: Sequence[str], output_dir: Path) -> Any:
     """The config the command line would build, with Hydra's runtime set so `${hydra:...}` resolves."""
     from hydra import compose as hydra_compose

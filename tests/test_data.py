@@ -677,3 +677,28 @@ def test_hymenoptera_presplit_folders_give_ants_and_bees_without_the_gif():
     images, labels = next(iter(dm.test_dataloader()))
     assert images.shape == (4, 3, 32, 32)
     assert set(labels.tolist()) <= {0, 1}
+
+
+def test_cifar10_reads_its_five_training_batches_and_test_batch(tmp_path):
+    from mlproj.data.cifar import CIFAR10DataModule
+
+    from conftest import make_cifar10
+
+    dm = CIFAR10DataModule(str(make_cifar10(tmp_path)), download=False, num_workers=0, val_fraction=0.2)
+    assert dm.classes == [f"kind{i}" for i in range(10)]
+    assert dm.split_sizes() == {"train": 200, "val": 50, "test": 100}
+    assert dm.splits["train"].pixels.shape[1:] == (32, 32, 3)
+    ids = {str(i).split("/")[1] for samples in dm.splits.values() for i in samples.ids}
+    assert ids == {*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"}
+
+
+def test_an_incomplete_cifar10_archive_is_named(tmp_path):
+    from mlproj.data.cifar import CIFAR10DataModule
+
+    from conftest import make_cifar10
+
+    root = make_cifar10(tmp_path)
+    (root / "cifar-10-batches-py" / "data_batch_3").unlink()
+    dm = CIFAR10DataModule(str(root), download=False, num_workers=0)
+    with pytest.raises(ConfigError, match=r"has no complete cifar-10-batches-py/: set data.download=true"):
+        dm.prepare_data()

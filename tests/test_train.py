@@ -229,3 +229,14 @@ def test_debug_presets_run(preset: str, digits_root: Path, train_in_process) -> 
     short = ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
     _, run_dir = train_in_process(f"data.root={digits_root}", f"debug={preset}", *short, "test=false")
     assert read_summary(run_dir)["status"] == "finished"
+
+
+def test_cifar10_trains_from_its_data_config(tmp_path: Path, train_in_process) -> None:
+    from conftest import make_cifar10
+
+    root = make_cifar10(tmp_path / "cifar10")
+    overrides = ["data=cifar10", f"data.root={root}", "data.download=false", "model.backbone=resnet10t"]
+    _, run_dir = train_in_process(*overrides, "debug=fdr", "data.batch_size=16")
+    summary = read_summary(run_dir)
+    assert summary["status"] == "finished" and summary["num_classes"] == 10
+    assert summary["split_sizes"] == {"train": 230, "val": 20, "test": 100}

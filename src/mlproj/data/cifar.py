@@ -1,9 +1,9 @@
-"""CIFAR-100 read straight from torchvision's archive batches into uint8 arrays (no per-image files)."""
+"""CIFAR-10 and CIFAR-100 read straight from torchvision's archive batches into uint8 arrays (no per-image files)."""
 
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,26 +12,21 @@ from mlproj.data.samples import Samples
 from mlproj.data.splits import check_fraction, stratified_split
 from mlproj.errors import ConfigError
 
-URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-FOLDER = "cifar-100-python"
 
+class CIFARDataModule(ImageDataModule):
+    """The official test set is the test split; val is a stratified share of the training set.
 
-def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """HxWxC uint8 pixels and fine labels of one pickled batch file."""
-    with path.open("rb") as handle:
-        batch = pickle.load(handle, encoding="latin1")
-    pixels = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(pixels), np.asarray(batch["fine_labels"], dtype=np.int64)
+    Subclasses name the archive and its layout; the reading is the same for both data sets.
+    """
 
-
-def batch_ids(batch: str, count: int) -> np.ndarray:
-    """`train/123`: the batch file and row an image came from, for the manifest."""
-    return np.char.add(f"{FOLDER}/{batch}/", np.arange(count).astype(np.str_))
-
-
-class CIFAR100DataModule(ImageDataModule):
-    """The official test set is the test split; val is a stratified share of the training set."""
+    url: ClassVar[str]
+    md5: ClassVar[str]
+    folder_name: ClassVar[str]
+    train_batches: ClassVar[tuple[str, ...]]
+    test_batch: ClassVar[str]
+    meta_file: ClassVar[str]
+    label_key: ClassVar[str]
+    names_key: ClassVar[str]
 
     def __init__(
         self,
@@ -51,38 +46,77 @@ class CIFAR100DataModule(ImageDataModule):
 
     @property
     def folder(self) -> Path:
-        return self.root / FOLDER
+        return self.root / self.folder_name
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (*self.train_batches, self.test_batch, self.meta_file)
 
     def prepare_data(self) -> None:
-        if (self.folder / "train").is_file():
+        if all((self.folder / name).is_file() for name in self.files):
             return
         if not self.download:
             raise ConfigError(
-                f"data.root={self.root} has no {FOLDER}/: set data.download=true"
-                " or unpack cifar-100-python.tar.gz there"
+                f"data.root={self.root} has no complete {self.folder_name}/: set data.download=true"
+                f" or unpack {self.url.rsplit('/', 1)[-1]} there"
             )
         from torchvision.datasets.utils import download_and_extract_archive
 
         try:
-            download_and_extract_archive(URL, str(self.root), md5=MD5)
+            download_and_extract_archive(self.url, str(self.root), md5=self.md5)
         except OSError as error:  # URLError, connection refused, no route: all OSError
             raise ConfigError(
-                f"could not download CIFAR-100 into data.root={self.root} ({error}): check the network,"
-                f" or put {FOLDER}/ (from {URL}) there"
+                f"could not download {self.folder_name} into data.root={self.root} ({error}): check the network,"
+                f" or put {self.folder_name}/ (from {self.url}) there"
             ) from error
 
+    def read_batch(self, name: str) -> Samples:
+        """HxWxC uint8 pixels and labels of one pickled batch file; ids say which file and row."""
+        with (self.folder / name).open("rb") as handle:
+            batch = pickle.load(handle, encoding="latin1")
+        pixels = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.asarray(batch[self.label_key], dtype=np.int64)
+        ids = np.char.add(f"{self.folder_name}/{name}/", np.arange(len(labels)).astype(np.str_))
+        return Samples(labels=labels, pixels=np.ascontiguousarray(pixels), ids=ids)
+
     def load_splits(self) -> tuple[dict[str, Samples], list[str]]:
-        for name in ("train", "test", "meta"):
+        for name in self.files:
             if not (self.folder / name).is_file():
                 raise ConfigError(
-                    f"data.root={self.root} lacks {FOLDER}/{name}: set data.download=true or unpack the archive there"
+                    f"data.root={self.root} lacks {self.folder_name}/{name}: set data.download=true"
+                    " or unpack the archive there"
                 )
-        with (self.folder / "meta").open("rb") as handle:
-            classes = list(pickle.load(handle, encoding="latin1")["fine_label_names"])
-        train_pixels, train_labels = read_batch(self.folder / "train")
-        test_pixels, test_labels = read_batch(self.folder / "test")
-        train = Samples(labels=train_labels, pixels=train_pixels, ids=batch_ids("train", len(train_labels)))
-        index = stratified_split(train_labels, {"val": self.val_fraction}, self.split_seed)
+        with (self.folder / self.meta_file).open("rb") as handle:
+            classes = list(pickle.load(handle, encoding="latin1")[self.names_key])
+        parts = [self.read_batch(name) for name in self.train_batches]
+        train = Samples(
+            labels=np.concatenate([p.labels for p in parts]),
+            pixels=np.concatenate([p.pixels for p in parts]),
+            ids=np.concatenate([p.ids for p in parts]),
+        )
+        index = stratified_split(train.labels, {"val": self.val_fraction}, self.split_seed)
         splits = {"train": train.subset(index["train"]), "val": train.subset(index["val"])}
-        splits["test"] = Samples(labels=test_labels, pixels=test_pixels, ids=batch_ids("test", len(test_labels)))
+        splits["test"] = self.read_batch(self.test_batch)
         return splits, classes
+
+
+class CIFAR100DataModule(CIFARDataModule):
+    url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    md5 = "eb9058c3a382ffc7106e4002c42a8d85"
+    folder_name = "cifar-100-python"
+    train_batches = ("train",)
+    test_batch = "test"
+    meta_file = "meta"
+    label_key = "fine_labels"
+    names_key = "fine_label_names"
+
+
+class CIFAR10DataModule(CIFARDataModule):
+    url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    md5 = "c58f30108f718f92721af3b95e74349a"
+    folder_name = "cifar-10-batches-py"
+    train_batches = tuple(f"data_batch_{i}" for i in range(1, 6))
+    test_batch = "test_batch"
+    meta_file = "batches.meta"
+    label_key = "labels"
+    names_key = "label_names"
