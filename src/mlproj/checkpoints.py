@@ -78,9 +78,13 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     """Read a checkpoint safely (weights_only) from a path or URL; one-line errors for the usual mistakes."""
     import fsspec
     import torch
+    from fsspec.implementations.local import LocalFileSystem
 
     try:
-        with fsspec.open(path, "rb") as handle:
+        fs, local = fsspec.core.url_to_fs(path)
+        if isinstance(fs, LocalFileSystem):  # memory-mapped: checking class names costs no full read
+            return torch.load(local, map_location="cpu", weights_only=True, mmap=True)
+        with fs.open(local, "rb") as handle:
             return torch.load(handle, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise ConfigError(

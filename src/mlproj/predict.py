@@ -1,6 +1,5 @@
 """`python predict.py ckpt_path=PATH input=DIR_OR_FILE`: a CSV of top-k predictions per image."""
 
-import csv
 import logging
 from pathlib import Path
 
@@ -8,6 +7,7 @@ from omegaconf import DictConfig
 
 from mlproj.checkpoints import checkpoint_classes, load_checkpoint
 from mlproj.data.scan import IMAGE_EXTENSIONS, list_images
+from mlproj.data.splits import write_csv
 from mlproj.entry import hydra_entry
 from mlproj.errors import ConfigError
 
@@ -45,9 +45,17 @@ def predict(cfg: DictConfig) -> Path:
     from mlproj.data.datamodule import ImageDataset
     from mlproj.data.samples import Samples
     from mlproj.data.transforms import build_transform
+    from mlproj.data.validate import check_images
     from mlproj.models.classifier import ImageClassifier
 
     tidy_lightning_logging()
+    checks = check_images([str(p) for p in images])
+    for check in checks:
+        if check.error:
+            log.warning("rejected %s: %s", check.path, check.error)
+    images = [Path(check.path) for check in checks if check.error is None]
+    if not images:
+        raise ConfigError(f"input={cfg.input} holds no image that decodes")
     model = ImageClassifier.from_checkpoint(checkpoint)
     samples = Samples(labels=np.zeros(len(images), dtype=np.int64), paths=np.asarray([str(p) for p in images]))
     loader = DataLoader(
@@ -67,16 +75,22 @@ def predict(cfg: DictConfig) -> Path:
     top_probs, top_index = probabilities.topk(top_k, dim=1)
 
     output = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "predictions.csv"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["path", "prediction", "probability"]
-            + [f"{kind}{k}" for k in range(1, top_k + 1) for kind in ("label", "prob")]
-        )
-        for path, probs, index in zip(images, top_probs.tolist(), top_index.tolist(), strict=True):
-            ranked = [value for i, p in zip(index, probs, strict=True) for value in (classes[i], f"{p:.6f}")]
-            writer.writerow([str(path), classes[index[0]], f"{probs[0]:.6f}", *ranked])
+    header = [
+        "path",
+        "prediction",
+        "probability",
+        *(f"{kind}{k}" for k in range(1, top_k + 1) for kind in ("label", "prob")),
+    ]
+    rows = (
+        [
+            str(path),
+            classes[index[0]],
+            f"{probs[0]:.6f}",
+            *(v for i, p in zip(index, probs, strict=True) for v in (classes[i], f"{p:.6f}")),
+        ]
+        for path, probs, index in zip(images, top_probs.tolist(), top_index.tolist(), strict=True)
+    )
+    write_csv(output, header, rows)
     log.info("wrote %d predictions to %s", len(images), output)
     return output
 

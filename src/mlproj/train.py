@@ -40,7 +40,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_run_config(trainer, cfg, record.summary)
     with record.recording(trainer), closing_loggers():
         if cfg.tune_lr:
-            tune_learning_rate(trainer, model, datamodule, run_dir)
+            record.summary["tuned_lr"] = tune_learning_rate(trainer, model, datamodule, run_dir)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path)
         record.update_from(trainer)
         if cfg.test and not trainer.interrupted:
@@ -87,7 +87,7 @@ def continue_in(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def best_checkpoint(trainer: Any) -> str | None:
-    """ "best" when a checkpoint was kept (not under fast_dev_run or without callbacks), else the current weights."""
+    """The best checkpoint when one was kept (not under fast_dev_run or without callbacks), else the current weights."""
     callback = trainer.checkpoint_callback
     return "best" if callback is not None and getattr(callback, "best_model_path", "") else None
 

@@ -76,9 +76,9 @@ def scan_class_folders(
     check_root(folder, key)
     per_class: dict[str, list[str]] = {d.name: [str(p) for p in list_images(d)] for d in class_folders(folder)}
     checks, reused = drop_undecodable(per_class, validation.cache_dir) if validation.enabled else ({}, False)
-    validate = validation.enabled
     for name in [name for name, images in per_class.items() if not images]:
-        log.warning("skipping class folder %s: it holds no %simages", folder / name, "decodable " if validate else "")
+        kind = "decodable " if validation.enabled else ""
+        log.warning("skipping class folder %s: it holds no %simages", folder / name, kind)
         del per_class[name]
     if classes is None:
         classes = sorted(per_class)

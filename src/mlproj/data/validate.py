@@ -5,6 +5,7 @@ instead of killing a run mid-epoch.
 import csv
 import errno
 import hashlib
+import io
 import logging
 import os
 import warnings
@@ -50,7 +51,7 @@ def check_image(path: str) -> ImageCheck:
             data = handle.read()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 upright = ImageOps.exif_transpose(image)
                 width, height = upright.size

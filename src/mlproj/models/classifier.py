@@ -92,19 +92,12 @@ class ImageClassifier(L.LightningModule):
 
     @staticmethod
     def build_mixup(settings: dict[str, Any], num_classes: int, label_smoothing: float) -> Any:
+        """timm's Mixup/CutMix when either alpha is set; model.mixup keys are its own argument names."""
         if not (settings.get("mixup_alpha", 0) > 0 or settings.get("cutmix_alpha", 0) > 0):
             return None
         from timm.data import Mixup
 
-        return Mixup(
-            mixup_alpha=settings.get("mixup_alpha", 0.0),
-            cutmix_alpha=settings.get("cutmix_alpha", 0.0),
-            prob=settings.get("prob", 1.0),
-            switch_prob=settings.get("switch_prob", 0.5),
-            mode=settings.get("mode", "batch"),
-            label_smoothing=label_smoothing,
-            num_classes=num_classes,
-        )
+        return Mixup(**settings, label_smoothing=label_smoothing, num_classes=num_classes)
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile:
