@@ -126,6 +126,7 @@ def run_plain(
     datamodule = build_datamodule(cfg.data)
     datamodule.configure_preprocessing(data_config)
     loader = datamodule.train_dataloader()
+    to_training_batch = datamodule.batch_transforms["train"]  # uint8 -> augmented, normalised float (on the device)
     model = timm.create_model(cfg.model.backbone, num_classes=datamodule.num_classes, pretrained=False)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=float(cfg.model.optimizer.lr), weight_decay=float(cfg.model.optimizer.weight_decay)
@@ -136,7 +137,7 @@ def run_plain(
         for batch_idx, (images, labels) in enumerate(loader):
             clock.tick(epoch, batch_idx)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(images), labels)
+            loss = F.cross_entropy(model(to_training_batch(images)), labels)
             loss.backward()
             optimizer.step()
     return clock.steps(warmup, steps)

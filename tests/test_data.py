@@ -207,7 +207,7 @@ def test_loaders_need_configure_preprocessing_first(image_folder):
 # ---------------------------------------------------------------- every image mode and format
 
 
-def test_every_image_mode_and_format_loads_as_3_channel_float_batches(tmp_path):
+def test_every_image_mode_and_format_loads_as_3_channel_batches(tmp_path):
     root = write_mixed_folder(tmp_path / "mixed")
     stored_modes = set()
     for path in root.rglob("*.*"):
@@ -229,9 +229,11 @@ def test_every_image_mode_and_format_loads_as_3_channel_float_batches(tmp_path):
     ):
         count = 0
         for images, labels in loader:
-            assert images.dtype == torch.float32
+            assert images.dtype == torch.uint8  # the device converts and normalises
             assert images.shape == (len(labels), 3, 32, 32)
-            assert torch.isfinite(images).all()
+            ready = dm.batch_transforms["train" if split == "train" else "eval"](images)
+            assert ready.dtype == torch.float32 and ready.shape == images.shape
+            assert torch.isfinite(ready).all()
             assert labels.dtype == torch.int64
             assert int(labels.min()) >= 0 and int(labels.max()) < dm.num_classes
             count += len(labels)
@@ -556,7 +558,7 @@ def test_cifar100_splits_classes_and_pixels_come_from_the_archive_batches(cifar)
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
         images, labels = next(iter(loader))
         assert images.shape == (64, 3, 32, 32)
-        assert images.dtype == torch.float32
+        assert images.dtype == torch.uint8
         assert int(labels.min()) >= 0 and int(labels.max()) < 100
 
 
@@ -624,11 +626,12 @@ def test_to_rgb_keeps_the_contrast_of_16_bit_images():
 
 
 @pytest.mark.parametrize("size", [32, 24])
-def test_build_transform_gives_tensors_of_the_configured_size(size):
+def test_build_transform_gives_uint8_crops_of_the_configured_size(size):
     config = {**DATA_CONFIG, "input_size": [3, size, size]}
     train = build_transform(config, AUGMENT)
     evaluate = build_transform(config)
-    assert "RandAugment" in repr(train) and "RandomErasing" in repr(train)
+    assert "RandAugment" in repr(train)
+    assert "RandomErasing" not in repr(train) and "Flip" not in repr(train), "flips and erasing belong to the device"
 
     random.seed(0)  # timm's crops and RandAugment draw from `random`, random erasing from torch
     torch.manual_seed(0)
@@ -636,7 +639,7 @@ def test_build_transform_gives_tensors_of_the_configured_size(size):
         image = in_memory_image(mode, image_size)
         for transform in (train, evaluate):
             tensor = transform(image)
-            assert tensor.dtype == torch.float32
+            assert tensor.dtype == torch.uint8
             assert tensor.shape == (3, size, size)
     image = in_memory_image("RGB", (50, 40))
     assert torch.equal(evaluate(image), evaluate(image))

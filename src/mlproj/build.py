@@ -33,3 +33,10 @@ def build_datamodule(data: DictConfig) -> Any:
     datamodule.prepare_data()
     datamodule.classes  # noqa: B018 - scanning validates root, classes and splits
     return datamodule
+
+
+def connect_preprocessing(datamodule: Any, model: Any) -> None:
+    """The data's loaders and the model's device-side transforms, both from the model's timm data config."""
+    datamodule.configure_preprocessing(model.data_config)
+    model.train_batch_transform = datamodule.batch_transforms["train"]
+    model.eval_batch_transform = datamodule.batch_transforms["eval"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlproj.build import build, build_datamodule, instantiate_group
+from mlproj.build import build, build_datamodule, connect_preprocessing, instantiate_group
 from mlproj.checkpoints import check_classes_match, checkpoint_classes, load_checkpoint
 from mlproj.entry import hydra_entry
 from mlproj.errors import ConfigError
@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(data_config)
     check_classes_match(classes, datamodule.classes, ckpt_path)
     model = ImageClassifier.from_checkpoint(checkpoint)
-    datamodule.configure_preprocessing(model.data_config)
+    connect_preprocessing(datamodule, model)
     trainer = build(cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False)
     metrics = run_test(trainer, model, datamodule, ckpt_path=None)
     write_metrics(Path(cfg.paths.output_dir), {"ckpt_path": ckpt_path, "split": datamodule.test_split, **metrics})

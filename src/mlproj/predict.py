@@ -44,7 +44,7 @@ def predict(cfg: DictConfig) -> Path:
     from mlproj.console import tidy_lightning_logging
     from mlproj.data.datamodule import ImageDataset
     from mlproj.data.samples import Samples
-    from mlproj.data.transforms import build_transform
+    from mlproj.data.transforms import build_batch_transform, build_transform
     from mlproj.data.validate import check_images
     from mlproj.models.classifier import ImageClassifier
 
@@ -57,6 +57,7 @@ def predict(cfg: DictConfig) -> Path:
     if not images:
         raise ConfigError(f"input={cfg.input} holds no image that decodes")
     model = ImageClassifier.from_checkpoint(checkpoint)
+    model.eval_batch_transform = build_batch_transform(model.data_config, None, crop_here=False)
     samples = Samples(labels=np.zeros(len(images), dtype=np.int64), paths=np.asarray([str(p) for p in images]))
     loader = DataLoader(
         ImageDataset(samples, build_transform(model.data_config)),

@@ -1,4 +1,5 @@
-"""`mlproj prepare data=NAME`: scan the raw data, check every file decodes, record manifest and rejects."""
+"""`mlproj prepare data=NAME`: scan the raw data, check every file decodes, record manifest and rejects, and
+build the decode-once pixel cache training reads."""
 
 import logging
 from pathlib import Path
@@ -25,7 +26,9 @@ def prepare(cfg: DictConfig) -> Path:
         f"manifest: {run_dir / 'manifest.csv'}"
         + (f", rejected: {run_dir / 'rejected.csv'}" if datamodule.rejected else "")
     )
-    if datamodule.checks_reused:
+    if datamodule.pixel_cache is not None:
+        print(f"pixel cache: {datamodule.pixel_cache}")
+    if datamodule.checks_reused and datamodule.cache_reused:
         print("up to date")
     return run_dir
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlproj.build import build, build_datamodule, instantiate_group
+from mlproj.build import build, build_datamodule, connect_preprocessing, instantiate_group
 from mlproj.checkpoints import adopt_run_dir, check_classes_match, checkpoint_classes, load_checkpoint, resolve_resume
 from mlproj.entry import hydra_entry
 
@@ -63,7 +63,7 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any
         crop_pct=datamodule.crop_pct,
         _convert_="all",
     )
-    datamodule.configure_preprocessing(model.data_config)
+    connect_preprocessing(datamodule, model)
     metadata = {
         "data": {**OmegaConf.to_container(cfg.data, resolve=True), "root": str(datamodule.root)},
         "experiment": cfg.experiment,

@@ -39,8 +39,9 @@ class CIFARDataModule(ImageDataModule):
         image_size: int | None = 32,
         crop_pct: float | None = None,
         augment: Mapping[str, Any] | None = None,
+        memory_mb: float = 2048,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, image_size, crop_pct, augment, split_seed)
+        super().__init__(root, batch_size, num_workers, image_size, crop_pct, augment, split_seed, memory_mb)
         self.download = download
         self.val_fraction = check_fraction("data.val_fraction", val_fraction)
 

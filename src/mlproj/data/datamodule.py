@@ -7,15 +7,18 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mlproj.data.samples import Samples
 from mlproj.data.splits import write_manifest, write_rejected
-from mlproj.data.transforms import build_transform
+from mlproj.data.transforms import build_batch_transform, build_transform, needs_pil
 from mlproj.data.validate import ImageCheck
 
 
 class ImageDataset(Dataset):
+    """One image at a time through `transform` (PIL in, uint8 CHW tensor out), in loader workers."""
+
     def __init__(self, samples: Samples, transform: Callable) -> None:
         self.samples = samples
         self.transform = transform
@@ -25,6 +28,30 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.samples.image(i)), int(self.samples.labels[i])
+
+
+class TensorBatches(Dataset):
+    """uint8 (N, C, H, W) pixels held in memory: a batch is one indexing operation, with no workers and no per-image
+    Python (the DataLoader hands `__getitems__` the whole batch of indices)."""
+
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor) -> None:
+        self.pixels = pixels
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pixels[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.pixels[index], self.labels[index]
+
+
+def whole_batch(batch: Any) -> Any:
+    """The collate function of TensorBatches: its `__getitems__` already returns the batch."""
+    return batch
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -39,6 +66,7 @@ class ImageDataModule(L.LightningDataModule):
         crop_pct: float | None = None,
         augment: Mapping[str, Any] | None = None,
         split_seed: int = 42,
+        memory_mb: float = 2048,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser().absolute()
@@ -48,12 +76,18 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_pct = crop_pct
         self.augment = dict(augment or {})
         self.split_seed = int(split_seed)
+        self.memory_mb = float(memory_mb)
         self._splits: dict[str, Samples] | None = None
         self._classes: list[str] | None = None
-        self._transforms: dict[str, Callable] = {}
+        self._transforms: dict[str, Callable] = {}  # per-image loader transforms, "train" and "eval"
+        self._in_memory: dict[str, torch.Tensor] = {}  # uint8 (N, C, H, W) per split, when batched in memory
+        self.batch_transforms: dict[str, nn.Module] = {}  # what the model does on the device, "train" and "eval"
+        self.batched: dict[str, bool] = {}  # per stage: whole uint8 batches from memory, or one image per worker call
         # What decoding each file found (size, hash, or why it was rejected), when the source validates.
         self.image_checks: dict[str, ImageCheck] = {}
         self.checks_reused = False  # True when every check came from an earlier run's record
+        self.cache_reused = False  # True when no pixels had to be decoded into the cache
+        self.pixel_cache: Path | None = None  # the decode-once cache the splits read, if any
 
     def load_splits(self) -> tuple[dict[str, Samples], list[str]]:
         """Return {"train", "val"[, "test"]} samples and the class names, or raise ConfigError."""
@@ -92,23 +126,55 @@ class ImageDataModule(L.LightningDataModule):
         if self.rejected:
             write_rejected(path.with_name("rejected.csv"), self.rejected, self.root)
 
+    def in_memory_pixels(self) -> dict[str, np.ndarray] | None:
+        """Every split's pixels as (N, H, W, 3) arrays when they share one size and fit `memory_mb`, else None."""
+        pixels = [samples.pixels for samples in self.splits.values()]
+        if any(p is None or p.shape is None or len(p.shape) != 4 for p in pixels):
+            return None
+        if len({p.shape[1:] for p in pixels}) != 1 or sum(p.nbytes for p in pixels) > self.memory_mb * 2**20:
+            return None
+        return {name: np.asarray(samples.pixels) for name, samples in self.splits.items()}
+
     def configure_preprocessing(self, data_config: Mapping[str, Any]) -> None:
-        """Use the model's input size, interpolation and normalisation (timm data config)."""
+        """Split the model's preprocessing (timm data config) between the loader and the device.
+
+        Data sets held in memory send whole uint8 batches and leave crops, flips and normalisation to the device.
+        Others crop each image in the loader workers (with the PIL-only augmentations, if any) and send uint8
+        crops; flips, normalisation and random erasing still happen on the device.
+        """
+        arrays = self.in_memory_pixels()
+        batched = {"train": arrays is not None and not needs_pil(self.augment), "eval": arrays is not None}
+        self._in_memory = {
+            name: torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+            for name, array in (arrays or {}).items()
+            if batched["train" if name == "train" else "eval"]
+        }
         self._transforms = {"train": build_transform(data_config, self.augment), "eval": build_transform(data_config)}
+        self.batch_transforms = {
+            "train": build_batch_transform(data_config, self.augment, crop_here=batched["train"]),
+            "eval": build_batch_transform(data_config, None, crop_here=batched["eval"]),
+        }
+        self.batched = batched
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self._transforms:
             raise RuntimeError("call configure_preprocessing(model.data_config) before asking for loaders")
         samples = self.splits[split]
-        dataset = ImageDataset(samples, self._transforms["train" if train else "eval"])
+        stage = "train" if train else "eval"
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "shuffle": train,
+            "drop_last": train and len(samples) > self.batch_size,
+            "pin_memory": torch.cuda.is_available(),
+        }
+        if self.batched[stage]:
+            labels = torch.from_numpy(np.asarray(samples.labels, dtype=np.int64))
+            return DataLoader(TensorBatches(self._in_memory[split], labels), collate_fn=whole_batch, **options)
         return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(samples) > self.batch_size,
+            ImageDataset(samples, self._transforms[stage]),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader:

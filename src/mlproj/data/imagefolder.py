@@ -4,6 +4,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlproj.data.datamodule import ImageDataModule
 from mlproj.data.samples import Samples
 from mlproj.data.scan import Validation, check_root, is_presplit, scan_class_folders
@@ -26,9 +28,18 @@ class ImageFolderDataModule(ImageDataModule):
         augment: Mapping[str, Any] | None = None,
         validate: bool = True,
         cache_dir: str | None = None,
+        cache_short_side: int | None = None,
+        memory_mb: float = 2048,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, image_size, crop_pct, augment, split_seed)
-        self.validation = Validation(validate, Path(cache_dir).expanduser().absolute() if cache_dir else None)
+        super().__init__(root, batch_size, num_workers, image_size, crop_pct, augment, split_seed, memory_mb)
+        self.cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir else None
+        self.validation = Validation(validate, self.cache_dir)
+        if cache_short_side is not None and int(cache_short_side) < 1:
+            raise ConfigError(f"data.cache_short_side={cache_short_side} must be a positive number of pixels, or null")
+        if cache_short_side is not None and self.cache_dir is None:
+            raise ConfigError("data.cache_short_side is set but data.cache_dir is null: set data.cache_dir=DIR")
+        self.cache_short_side = int(cache_short_side) if cache_short_side is not None else None
+        self.cache_reused = self.cache_short_side is None  # no cache: nothing to build
         self.fractions = {
             "val": check_fraction("data.val_fraction", val_fraction),
             "test": check_fraction("data.test_fraction", test_fraction),
@@ -67,4 +78,19 @@ class ImageFolderDataModule(ImageDataModule):
         self.image_checks = {path: check for scan in scans for path, check in scan.checks.items()}
         self.checks_reused = all(scan.checks_reused for scan in scans)
         warn_cross_split_duplicates(splits, classes, self.image_checks)
-        return splits, classes
+        return self.decode_once(splits), classes
+
+    def decode_once(self, splits: dict[str, Samples]) -> dict[str, Samples]:
+        """The splits reading from the pixel cache (built now unless the file list and short side are unchanged)."""
+        if self.cache_short_side is None:
+            return splits
+        from mlproj.data.cache import cached_pixels
+
+        paths = np.concatenate([samples.paths for samples in splits.values()])
+        pixels, self.cache_reused = cached_pixels(list(paths), self.cache_short_side, self.cache_dir)
+        self.pixel_cache = pixels.folder
+        ends = np.cumsum([len(samples) for samples in splits.values()])
+        return {
+            name: samples.with_pixels(pixels[np.arange(end - len(samples), end)])
+            for (name, samples), end in zip(splits.items(), ends, strict=True)
+        }

@@ -5,29 +5,33 @@ copying them on access (refcount writes touch every list element).
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
+if TYPE_CHECKING:
+    from mlproj.data.cache import CachedPixels
+
 
 @dataclass(frozen=True)
 class Samples:
-    """Either file paths or in-memory HxWxC uint8 pixels, one per label."""
+    """File paths, HxWx3 uint8 pixels (an array, or the decode-once cache), or both, one per label.
+
+    Pixels, when present, are what is read; paths say where each image came from.
+    """
 
     labels: np.ndarray
     paths: np.ndarray | None = None
-    pixels: np.ndarray | None = None
+    pixels: "np.ndarray | CachedPixels | None" = None
     ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if (self.paths is None) == (self.pixels is None):
-            raise ValueError("Samples needs exactly one of paths or pixels")
-        if len(self.source) != len(self.labels):
-            raise ValueError(f"{len(self.source)} images but {len(self.labels)} labels")
-
-    @property
-    def source(self) -> np.ndarray:
-        return self.paths if self.paths is not None else self.pixels
+        for source in (self.paths, self.pixels):
+            if source is not None and len(source) != len(self.labels):
+                raise ValueError(f"{len(source)} images but {len(self.labels)} labels")
+        if self.paths is None and self.pixels is None:
+            raise ValueError("Samples needs paths or pixels")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,10 +50,13 @@ class Samples:
             return str(self.paths[i])
         return str(self.ids[i]) if self.ids is not None else f"#{i}"
 
+    def with_pixels(self, pixels: "np.ndarray | CachedPixels") -> "Samples":
+        return Samples(labels=self.labels, paths=self.paths, pixels=pixels, ids=self.ids)
+
     def image(self, i: int) -> Image.Image:
         """The i-th image, upright (EXIF orientation applied), in its stored mode."""
         if self.pixels is not None:
-            return Image.fromarray(self.pixels[i])
+            return Image.fromarray(np.asarray(self.pixels[i]))
         with Image.open(self.paths[i]) as image:
             image.load()
             return ImageOps.exif_transpose(image)

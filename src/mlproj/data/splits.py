@@ -71,8 +71,9 @@ def write_manifest(
                 check = checks.get(source)
                 if check is not None:
                     sizes = [check.width, check.height, check.size]
-                elif samples.pixels is not None:
-                    sizes = [samples.pixels.shape[2], samples.pixels.shape[1], ""]
+                elif samples.paths is None:  # in-memory pixels are the original images
+                    height, width = samples.pixels[i].shape[:2]
+                    sizes = [width, height, ""]
                 else:
                     sizes = ["", "", ""]
                 yield [relative_to(source, root if samples.paths is not None else None), classes[label], split, *sizes]

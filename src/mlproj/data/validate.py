@@ -10,7 +10,6 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +17,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mlproj.data.samples import Samples
 from mlproj.data.splits import write_csv
+from mlproj.parallel import SERIAL_BELOW, parallel_map
 
 log = logging.getLogger(__name__)
 
-SERIAL_BELOW = 512  # files; under this a process pool costs more than it saves
 CHECKS_VERSION = 1  # bump when check_image's verdicts change, so recorded checks are redone
 
 
@@ -70,12 +69,7 @@ def check_images(
     paths: Iterable[str], workers: int | None = None, serial_below: int = SERIAL_BELOW
 ) -> list[ImageCheck]:
     """Checks in the order given, spread over `workers` processes (all cores by default)."""
-    paths = list(paths)
-    workers = workers or os.cpu_count() or 1
-    if len(paths) < serial_below or workers == 1:
-        return [check_image(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(check_image, paths, chunksize=max(1, len(paths) // (workers * 8))))
+    return list(parallel_map(check_image, paths, workers, serial_below))
 
 
 def fingerprint(paths: list[str]) -> str:

@@ -78,6 +78,10 @@ class ImageClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         # A buffer, so the best value so far survives a resume with the rest of the state.
         self.register_buffer("val_acc_best", torch.tensor(0.0))
+        # uint8 batch -> normalised float batch on the device, for training and for evaluation; set from the data
+        # (mlproj.build.connect_preprocessing). They hold no saved state: checkpoints do not depend on them.
+        self.train_batch_transform: nn.Module | None = None
+        self.eval_batch_transform: nn.Module | None = None
 
     def resolve_data_config(self, image_size: int | None, crop_pct: float | None) -> dict[str, Any]:
         """timm's preprocessing for this backbone, with the data's resolution when it sets one."""
@@ -114,6 +118,14 @@ class ImageClassifier(L.LightningModule):
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Loaders send uint8; conversion, normalisation and batch augmentations run here, on the accelerator."""
+        images, *rest = batch
+        transform = self.train_batch_transform if self.trainer.training else self.eval_batch_transform
+        if transform is None:
+            raise RuntimeError("the model has no batch transforms: see mlproj.build.connect_preprocessing")
+        return (transform(images), *rest)
 
     def on_train_epoch_start(self) -> None:
         epoch = self.hparams.unfreeze_at_epoch

@@ -1,0 +1,136 @@
+"""What happens to a uint8 batch on the device: per-sample crops and flips, float, normalisation, random erasing.
+
+Loaders send uint8 (a quarter of float32's bytes); the LightningModule runs these in `on_after_batch_transfer`, so
+the accelerator does the arithmetic. Every random choice is drawn per sample with the same parameter functions as
+the CPU transforms they replace (timm's random-resized-crop box, torchvision's padded crop), so a batch is
+distributed as if each image had been transformed on its own.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CROPS = ("random_resized", "pad")
+
+
+def resize_mode(interpolation: str) -> str:
+    """timm's interpolation names in F.interpolate's terms ("random" and the rest train with bilinear)."""
+    return "bicubic" if interpolation == "bicubic" else "bilinear"
+
+
+def resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Antialiased like PIL's resize, so downscaling averages instead of skipping pixels."""
+    if tuple(images.shape[-2:]) == size:
+        return images
+    resized = F.interpolate(images, size=size, mode=mode, antialias=True, align_corners=False)
+    return resized.clamp_(0, 255) if mode == "bicubic" else resized
+
+
+def center_crop(images: torch.Tensor, size: int, scale_size: int, mode: str) -> torch.Tensor:
+    """timm's eval transform: short side to `scale_size`, then the central `size` x `size`."""
+    height, width = images.shape[-2:]
+    factor = scale_size / min(height, width)
+    images = resize(images, (round(height * factor), round(width * factor)), mode)
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def random_resized_crop(
+    images: torch.Tensor, size: int, scale: Sequence[float], ratio: Sequence[float], mode: str
+) -> torch.Tensor:
+    """One box per image, drawn like timm's RandomResizedCropAndInterpolation, each resized to `size`."""
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+
+    crops = []
+    for image in images:
+        top, left, height, width = RandomResizedCropAndInterpolation.get_params(image, tuple(scale), tuple(ratio))
+        crops.append(resize(image[None, :, top : top + height, left : left + width], (size, size), mode))
+    return torch.cat(crops)
+
+
+def padded_random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding) per image, as one gather: zero-pad, then an offset per image."""
+    n, channels, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    padded_width = width + 2 * padding
+    offsets = torch.randint(0, 2 * padding + 1, (2, n, 1, 1), device=images.device)
+    rows = torch.arange(height, device=images.device).view(1, height, 1) + offsets[0]
+    cols = torch.arange(width, device=images.device).view(1, 1, width) + offsets[1]
+    index = (rows * padded_width + cols).view(n, 1, height * width).expand(n, channels, height * width)
+    return padded.flatten(2).gather(2, index).view(n, channels, height, width)
+
+
+def random_flip(images: torch.Tensor, p: float, dim: int) -> torch.Tensor:
+    if p <= 0:
+        return images
+    flip = torch.rand(len(images), device=images.device) < p
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(dim), images)
+
+
+class BatchTransform(nn.Module):
+    """uint8 (N, C, H, W) in, normalised float32 out; `crop` says which crop is left to do here, if any.
+
+    crop: "random_resized" (timm's scale and ratio), "pad" (zero padding then a random crop of the original size),
+    "center" (short side to `scale_size`, central square) or None when the loader already cropped.
+    Mean and std are buffers that are not saved, so checkpoints do not change.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        size: int,
+        crop: str | None = None,
+        scale_size: int | None = None,
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        padding: int = 4,
+        hflip: float = 0.0,
+        vflip: float = 0.0,
+        re_prob: float = 0.0,
+        interpolation: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        if crop not in (None, "center", *CROPS):
+            raise ValueError(f"unknown crop {crop!r}")
+        self.size = int(size)
+        self.crop = crop
+        self.scale_size = int(scale_size or size)
+        self.scale, self.ratio, self.padding = tuple(scale), tuple(ratio), int(padding)
+        self.hflip, self.vflip = float(hflip), float(vflip)
+        self.mode = resize_mode(interpolation)
+        std_255 = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self.register_buffer("multiplier", 1 / std_255, persistent=False)
+        self.register_buffer(
+            "offset", -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_255 * 255, persistent=False
+        )
+        self.erasing = None
+        if re_prob > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            self.erasing = RandomErasing(re_prob, mode="pixel", device="cpu")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.crop == "pad":
+            if tuple(images.shape[-2:]) != (self.size, self.size):
+                images = center_crop(images.float(), self.size, self.size, self.mode)
+            images = padded_random_crop(images, self.padding)  # integer offsets: uint8 stays uint8
+        images = images.float()
+        if self.crop == "random_resized":
+            images = random_resized_crop(images, self.size, self.scale, self.ratio, self.mode)
+        elif self.crop == "center":
+            images = center_crop(images, self.size, self.scale_size, self.mode)
+        images = random_flip(random_flip(images, self.hflip, -1), self.vflip, -2)
+        images = images.mul_(self.multiplier).add_(self.offset)
+        if self.erasing is not None:
+            self.erasing.device = images.device
+            images = self.erasing(images)
+        return images
+
+
+def eval_scale_size(size: int, crop_pct: float | None) -> int:
+    """timm's eval resize: the short side before the central crop."""
+    return math.floor(size / (crop_pct or 0.875))
