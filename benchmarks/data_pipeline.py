@@ -38,6 +38,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAR = SHARED_DATA / "cifar10-subset" / "train"
 PHOTOS = SHARED_DATA / "hymenoptera" / "train"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SETTLE_S = 0.5
 GOALS = {
     "data_32px": (">=", 20.0),
     "data_224px": (">=", 2.0),
@@ -101,21 +102,33 @@ def endless(loader: Any) -> Iterator[Any]:
         yield from loader
 
 
-def images_per_second(batches: Iterator[Any], to_ready: Callable, count: int, step: Callable | None = None) -> float:
-    """Training-ready images per second over `count` batches (each through `step` too, when given)."""
-    seen = 0
+def images_per_second(
+    batches: Iterator[Any], to_ready: Callable, count: int, step: Callable | None = None, seconds: float = 0.0
+) -> float:
+    """Training-ready images per second over at least `count` batches and `seconds` (each batch through `step` too,
+    when given). It first waits a moment: the other side's loader workers keep prefetching after its block ends,
+    and must not share the cores with this one."""
+    time.sleep(SETTLE_S)
+    seen = batches_done = 0
     start = time.perf_counter()
-    for _ in range(count):
+    while batches_done < count or time.perf_counter() - start < seconds:
         images, labels = next(batches)
         ready = to_ready(images)
         if step is not None:
             step(ready, labels)
         seen += len(labels)
+        batches_done += 1
     return seen / (time.perf_counter() - start)
 
 
 def alternate(
-    name: str, sides: dict[str, tuple[Any, Callable]], blocks: int, count: int, warmup: int, step: Callable | None
+    name: str,
+    sides: dict[str, tuple[Any, Callable]],
+    blocks: int,
+    count: int,
+    warmup: int,
+    step: Callable | None = None,
+    seconds: float = 2.0,
 ) -> float:
     """Blocks alternate between the sides; returns the median over blocks of ours/baseline."""
     streams = {side: endless(loader) for side, (loader, _) in sides.items()}
@@ -123,7 +136,7 @@ def alternate(
         images_per_second(streams[side], to_ready, warmup, step)
     ratios = []
     for block in range(blocks):
-        rates = {side: images_per_second(streams[side], sides[side][1], count, step) for side in sides}
+        rates = {side: images_per_second(streams[side], sides[side][1], count, step, seconds) for side in sides}
         ratios.append(rates["ours"] / rates["baseline"])
         print(
             f"{name} block {block + 1}/{blocks}: ours {rates['ours']:.0f} img/s,"
@@ -262,13 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prepare (decode once into the pixel cache, both data sets): {time.perf_counter() - started:.1f} s")
         if "data_32px" in wanted:
             sides = {"ours": ours(CIFAR, 32, 256, 2, cache), "baseline": baseline(CIFAR, 32, 256, 2)}
-            report("data_32px", alternate("data_32px", sides, args.blocks, 20, 3, None))
+            report("data_32px", alternate("data_32px", sides, args.blocks, 20, 3))
         if "data_224px" in wanted:
             sides = {"ours": ours(PHOTOS.parent, 224, 32, 2, cache), "baseline": baseline(PHOTOS, 224, 32, 2)}
-            report("data_224px", alternate("data_224px", sides, args.blocks, 8, 2, None))
+            report("data_224px", alternate("data_224px", sides, args.blocks, 8, 2))
         if "train_cpu_e2e" in wanted:
             sides = {"ours": ours(CIFAR, 32, 256, 2, cache), "baseline": baseline(CIFAR, 32, 256, 2)}
-            report("train_cpu_e2e", alternate("train_cpu_e2e", sides, args.blocks, 5, 2, training_step("resnet18", 10)))
+            report(
+                "train_cpu_e2e",
+                alternate("train_cpu_e2e", sides, args.blocks, 5, 2, training_step("resnet18", 10), seconds=0),
+            )
         if "rss_workers" in wanted:
             report("rss_workers", rss_ratio(args.blocks, cache, steps=12))
     return 0

@@ -57,13 +57,14 @@ FILE_KINDS = (
 )
 
 
-def in_memory_image(mode: str, size: tuple[int, int]) -> Image.Image:
-    """A decoded PNG of random pixels in `mode`, without touching the disk."""
+def in_memory_image(mode: str, size: tuple[int, int]) -> np.ndarray:
+    """A decoded PNG of random pixels stored in `mode`, as the HxWx3 RGB array loaders hand to transforms."""
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode).save(buffer, "PNG")
     buffer.seek(0)
-    return Image.open(buffer)
+    with Image.open(buffer) as image:
+        return np.array(to_rgb(image))
 
 
 def folder_dm(root: Path, **kwargs) -> ImageFolderDataModule:
@@ -632,6 +633,7 @@ def test_build_transform_gives_uint8_crops_of_the_configured_size(size):
     evaluate = build_transform(config)
     assert "RandAugment" in repr(train)
     assert "RandomErasing" not in repr(train) and "Flip" not in repr(train), "flips and erasing belong to the device"
+    assert "RandAugment" not in repr(build_transform(config, {**AUGMENT, "auto_augment": None}))
 
     random.seed(0)  # timm's crops and RandAugment draw from `random`, random erasing from torch
     torch.manual_seed(0)

@@ -201,25 +201,43 @@ def test_device_normalisation_equals_torchvision_on_floats():
     from torchvision.transforms.functional import normalize, to_tensor
 
     image = smooth_image(24, 16)
-    transform = BatchTransform(DATA_CONFIG["mean"], DATA_CONFIG["std"], size=16)
+    transform = BatchTransform(DATA_CONFIG["mean"], DATA_CONFIG["std"])
     ours = transform(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None])[0]
     reference = normalize(to_tensor(image), DATA_CONFIG["mean"], DATA_CONFIG["std"])
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_device_random_resized_crop_draws_timms_box_and_resamples_like_pil():
-    """Same random state, same box; bilinear antialiased resampling on both sides agrees within a few levels."""
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_random_resized_crop_draws_timms_box_and_resamples_like_pil(dtype):
+    """Same random state, same box as timm's PIL transform; antialiased bilinear resampling agrees within a few
+    levels, in uint8 (loader workers) and float (the device)."""
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+
     image = smooth_image(96, 64)
-    cpu = build_transform({**DATA_CONFIG, "input_size": [3, 32, 32]}, {**AUGMENT, "hflip": 0.0})
-    tensor = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float()
+    timm_crop = RandomResizedCropAndInterpolation(32, AUGMENT["scale"], AUGMENT["ratio"], interpolation="bilinear")
+    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].to(dtype)
     differences = []
     for seed in range(20):
         random.seed(seed)
-        expected = cpu(image).float()
+        expected = torch.from_numpy(np.array(timm_crop(image))).permute(2, 0, 1).float()
         random.seed(seed)
         got = random_resized_crop(tensor, 32, AUGMENT["scale"], AUGMENT["ratio"], "bilinear")[0]
-        differences.append((got - expected).abs().mean().item())
+        assert got.dtype == dtype
+        differences.append((got.float() - expected).abs().mean().item())
     assert max(differences) < 2.0, differences
+
+
+def test_loader_and_device_crops_are_the_same_code():
+    """A worker crops one uint8 image at a time; the device crops float batches: same boxes, same pixels."""
+    image = np.array(smooth_image(60, 40))
+    transform = build_transform(DATA_CONFIG, AUGMENT)
+    device_crop = build_batch_transform(DATA_CONFIG, AUGMENT, crop_here=True).crop
+    random.seed(3)
+    in_worker = transform(image)
+    random.seed(3)
+    on_device = device_crop(torch.from_numpy(image).permute(2, 0, 1)[None].float())[0]
+    assert in_worker.dtype == torch.uint8 and in_worker.shape == (3, 32, 32)
+    assert (in_worker.float() - on_device).abs().max() <= 1.0  # uint8 rounding
 
 
 def test_device_padded_crop_offsets_are_uniform_like_torchvisions_random_crop():
@@ -246,7 +264,7 @@ def test_device_padded_crop_offsets_are_uniform_like_torchvisions_random_crop():
 
 def test_device_flips_each_image_on_its_own():
     image = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(1, 3, 1, 1)
-    transform = BatchTransform([0.0] * 3, [1 / 255] * 3, size=4, hflip=0.5)
+    transform = BatchTransform([0.0] * 3, [1 / 255] * 3, hflip=0.5)
     torch.manual_seed(0)
     out = transform(image.repeat(2000, 1, 1, 1))
     flipped = (out[:, 0, 0, 0] == 3).float()
@@ -257,9 +275,9 @@ def test_device_flips_each_image_on_its_own():
 def test_training_batch_transform_crops_on_the_device_only_when_the_loader_did_not():
     whole = build_batch_transform(DATA_CONFIG, AUGMENT, crop_here=True)
     after_loader = build_batch_transform(DATA_CONFIG, AUGMENT, crop_here=False)
-    assert whole.crop == "random_resized" and after_loader.crop is None
+    assert whole.crop.kind == "random_resized" and after_loader.crop is None
     assert whole.hflip == after_loader.hflip == 0.5
-    assert build_batch_transform(DATA_CONFIG, None, crop_here=True).crop == "center"
+    assert build_batch_transform(DATA_CONFIG, None, crop_here=True).crop.kind == "center"
     batch = torch.randint(0, 256, (3, 3, 20, 28), dtype=torch.uint8)
     assert whole(batch).shape == (3, 3, 32, 32)
 

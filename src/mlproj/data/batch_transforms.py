@@ -1,14 +1,16 @@
-"""What happens to a uint8 batch on the device: per-sample crops and flips, float, normalisation, random erasing.
+"""Crops, flips and normalisation on uint8 images: per image in loader workers, per batch on the device.
 
-Loaders send uint8 (a quarter of float32's bytes); the LightningModule runs these in `on_after_batch_transfer`, so
-the accelerator does the arithmetic. Every random choice is drawn per sample with the same parameter functions as
-the CPU transforms they replace (timm's random-resized-crop box, torchvision's padded crop), so a batch is
-distributed as if each image had been transformed on its own.
+Loaders send uint8 (a quarter of float32's bytes); the LightningModule runs `BatchTransform` in
+`on_after_batch_transfer`, so the accelerator does the arithmetic. Every random choice is drawn per image with the
+parameter functions of the CPU transforms they replace (timm's random-resized-crop box, torchvision's padded
+crop), and the crop is one piece of code for both places, so a batch is distributed as if each image had been
+transformed on its own.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,7 +50,7 @@ def random_resized_crop(
     for image in images:
         top, left, height, width = RandomResizedCropAndInterpolation.get_params(image, tuple(scale), tuple(ratio))
         crops.append(resize(image[None, :, top : top + height, left : left + width], (size, size), mode))
-    return torch.cat(crops)
+    return crops[0] if len(crops) == 1 else torch.cat(crops)
 
 
 def padded_random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
@@ -64,49 +66,72 @@ def padded_random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
 
 
 def random_flip(images: torch.Tensor, p: float, dim: int) -> torch.Tensor:
+    """Each image flipped with probability `p`; only the chosen ones are copied."""
     if p <= 0:
         return images
-    flip = torch.rand(len(images), device=images.device) < p
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(dim), images)
+    chosen = (torch.rand(len(images), device=images.device) < p).nonzero().squeeze(1)
+    images[chosen] = images[chosen].flip(dim)
+    return images
+
+
+class Crop(nn.Module):
+    """The geometric part of a transform, on (N, C, H, W) batches of any dtype, one random draw per image.
+
+    kind: "random_resized" (timm's scale and ratio), "pad" (zero padding, then a random crop at `size`; images of
+    another size are centre-cropped to it first) or "center" (short side to `scale_size`, central square).
+    Loader workers run it on one image at a time in uint8, the device on whole batches in float: the same code.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        size: int,
+        scale_size: int | None = None,
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        padding: int = 4,
+        interpolation: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        if kind not in (*CROPS, "center"):
+            raise ValueError(f"unknown crop {kind!r}: one of {', '.join((*CROPS, 'center'))}")
+        self.kind = kind
+        self.size = int(size)
+        self.scale_size = int(scale_size or size)
+        self.scale, self.ratio, self.padding = tuple(scale), tuple(ratio), int(padding)
+        self.mode = resize_mode(interpolation)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.kind == "random_resized":
+            return random_resized_crop(images, self.size, self.scale, self.ratio, self.mode)
+        if self.kind == "center":
+            return center_crop(images, self.size, self.scale_size, self.mode)
+        if tuple(images.shape[-2:]) != (self.size, self.size):
+            images = center_crop(images, self.size, self.size, self.mode)
+        return padded_random_crop(images, self.padding)
 
 
 class BatchTransform(nn.Module):
-    """uint8 (N, C, H, W) in, normalised float32 out; `crop` says which crop is left to do here, if any.
-
-    crop: "random_resized" (timm's scale and ratio), "pad" (zero padding then a random crop of the original size),
-    "center" (short side to `scale_size`, central square) or None when the loader already cropped.
-    Mean and std are buffers that are not saved, so checkpoints do not change.
+    """uint8 (N, C, H, W) in, normalised float32 out: the crop when the loader sent whole images, then flips,
+    normalisation and random erasing. Mean and std are buffers that are not saved, so checkpoints do not change.
     """
 
     def __init__(
         self,
         mean: Sequence[float],
         std: Sequence[float],
-        size: int,
-        crop: str | None = None,
-        scale_size: int | None = None,
-        scale: Sequence[float] = (0.08, 1.0),
-        ratio: Sequence[float] = (3 / 4, 4 / 3),
-        padding: int = 4,
+        crop: Crop | None = None,
         hflip: float = 0.0,
         vflip: float = 0.0,
         re_prob: float = 0.0,
-        interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
-        if crop not in (None, "center", *CROPS):
-            raise ValueError(f"unknown crop {crop!r}")
-        self.size = int(size)
         self.crop = crop
-        self.scale_size = int(scale_size or size)
-        self.scale, self.ratio, self.padding = tuple(scale), tuple(ratio), int(padding)
         self.hflip, self.vflip = float(hflip), float(vflip)
-        self.mode = resize_mode(interpolation)
         std_255 = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        mean_255 = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.register_buffer("multiplier", 1 / std_255, persistent=False)
-        self.register_buffer(
-            "offset", -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_255 * 255, persistent=False
-        )
+        self.register_buffer("offset", -mean_255 / std_255, persistent=False)
         self.erasing = None
         if re_prob > 0:
             from timm.data.random_erasing import RandomErasing
@@ -114,21 +139,41 @@ class BatchTransform(nn.Module):
             self.erasing = RandomErasing(re_prob, mode="pixel", device="cpu")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.crop == "pad":
-            if tuple(images.shape[-2:]) != (self.size, self.size):
-                images = center_crop(images.float(), self.size, self.size, self.mode)
-            images = padded_random_crop(images, self.padding)  # integer offsets: uint8 stays uint8
+        if self.crop is not None and self.crop.kind == "pad":
+            images = self.crop(images)  # integer offsets: uint8 stays uint8, a quarter of the bytes to move
         images = images.float()
-        if self.crop == "random_resized":
-            images = random_resized_crop(images, self.size, self.scale, self.ratio, self.mode)
-        elif self.crop == "center":
-            images = center_crop(images, self.size, self.scale_size, self.mode)
+        if self.crop is not None and self.crop.kind != "pad":
+            images = self.crop(images)
         images = random_flip(random_flip(images, self.hflip, -1), self.vflip, -2)
         images = images.mul_(self.multiplier).add_(self.offset)
         if self.erasing is not None:
             self.erasing.device = images.device
             images = self.erasing(images)
         return images
+
+
+class ImageTransform:
+    """One image in a loader worker: HxWx3 uint8 array in, cropped uint8 (3, size, size) tensor out.
+
+    `pil_augment` (timm's RandAugment, colour jitter, ...) runs on the crop, as in timm's own order.
+    """
+
+    def __init__(self, crop: Crop, pil_augment: Callable | None = None) -> None:
+        self.crop = crop
+        self.pil_augment = pil_augment
+
+    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
+        image = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # a view: channels-last, which resizes fastest
+        cropped = self.crop(image)[0]
+        if self.pil_augment is None:
+            return cropped.contiguous()
+        from PIL import Image
+
+        augmented = self.pil_augment(Image.fromarray(cropped.permute(1, 2, 0).numpy()))
+        return torch.from_numpy(np.asarray(augmented, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(crop={self.crop.kind}, pil_augment={self.pil_augment!r})"
 
 
 def eval_scale_size(size: int, crop_pct: float | None) -> int:

@@ -66,7 +66,8 @@ class CachedPixels:
     @property
     def flat(self) -> np.ndarray:
         if self._flat is None:
-            self._flat = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="r")
+            # Copy-on-write: writable views (torch wants them), while the file itself is never changed.
+            self._flat = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="c")
         return self._flat
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ from mlproj.data.validate import ImageCheck
 
 
 class ImageDataset(Dataset):
-    """One image at a time through `transform` (PIL in, uint8 CHW tensor out), in loader workers."""
+    """One image at a time through `transform` (HxWx3 uint8 in, uint8 CHW tensor out), in loader workers."""
 
     def __init__(self, samples: Samples, transform: Callable) -> None:
         self.samples = samples
@@ -27,7 +27,7 @@ class ImageDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.samples.image(i)), int(self.samples.labels[i])
+        return self.transform(self.samples.array(i)), int(self.samples.labels[i])
 
 
 class TensorBatches(Dataset):

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
+from mlproj.data.transforms import to_rgb
+
 if TYPE_CHECKING:
     from mlproj.data.cache import CachedPixels
 
@@ -52,6 +54,12 @@ class Samples:
 
     def with_pixels(self, pixels: "np.ndarray | CachedPixels") -> "Samples":
         return Samples(labels=self.labels, paths=self.paths, pixels=pixels, ids=self.ids)
+
+    def array(self, i: int) -> np.ndarray:
+        """The i-th image as HxWx3 uint8 RGB: a view of the cache or array when there is one, else decoded."""
+        if self.pixels is not None:
+            return np.asarray(self.pixels[i])
+        return np.array(to_rgb(self.image(i)))
 
     def image(self, i: int) -> Image.Image:
         """The i-th image, upright (EXIF orientation applied), in its stored mode."""

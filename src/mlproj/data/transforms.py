@@ -1,12 +1,12 @@
-"""Train and eval transforms from a model's timm data config; every image leaves as 3-channel RGB."""
+"""Train and eval transforms from a model's timm data config, split between loader workers and the device."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
-    from mlproj.data.batch_transforms import BatchTransform
+    from mlproj.data.batch_transforms import BatchTransform, Crop, ImageTransform
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -48,39 +48,47 @@ def use_safe_posterize(transform: Any) -> None:
 
 
 PIL_ONLY = ("auto_augment", "color_jitter")  # augmentations that work on one PIL image at a time
-DEVICE_ONLY = ("hflip", "vflip", "re_prob")  # always done on the device, on whole batches
-OURS = ("crop", "padding")  # how to crop: timm's random resized crop, or a padded crop at the model's size
 
 
 def needs_pil(augment: Mapping[str, Any] | None) -> bool:
     return bool(augment) and any(augment.get(key) for key in PIL_ONLY)
 
 
-def build_transform(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None) -> Callable:
-    """The loader's per-image part of timm's transform for `data_config`: PIL in, uint8 CHW tensor out.
+def crop_for(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None) -> "Crop":
+    """The crop a model's timm data config asks for: a random one for training (given `augment`), else the centre."""
+    from mlproj.data.batch_transforms import Crop, eval_scale_size
 
-    Training (given `augment`) crops each image and applies the PIL-only augmentations; evaluation resizes and
-    centre-crops. Flips, normalisation and random erasing are left to the device (`build_batch_transform`).
-    """
-    from timm.data import create_transform
-    from torchvision.transforms import CenterCrop, Compose, Lambda, RandomCrop, Resize
-
-    base = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")}
+    size = int(data_config["input_size"][-1])
     if augment is None:
-        return Compose([Lambda(to_rgb), create_transform(**base, is_training=False, use_prefetcher=True)])
-    options = {k: v for k, v in augment.items() if k not in OURS and k not in DEVICE_ONLY}
-    for key in ("scale", "ratio"):
-        if options.get(key) is not None:
-            options[key] = tuple(options[key])
-    options["color_jitter"] = options.get("color_jitter") or 0.0
-    primary, secondary, final = create_transform(
-        **base, is_training=True, use_prefetcher=True, separate=True, hflip=0.0, vflip=0.0, re_prob=0.0, **options
+        scale_size = eval_scale_size(size, data_config.get("crop_pct"))
+        return Crop("center", size, scale_size=scale_size, interpolation=data_config["interpolation"])
+    return Crop(
+        augment.get("crop") or "random_resized",
+        size,
+        scale=augment.get("scale") or (0.08, 1.0),
+        ratio=augment.get("ratio") or (3 / 4, 4 / 3),
+        padding=int(augment.get("padding", 4)),
+        interpolation=data_config["interpolation"],
     )
-    if augment.get("crop") == "pad":
-        size = int(data_config["input_size"][-1])
-        primary = Compose([Resize(size), CenterCrop(size), RandomCrop(size, padding=int(augment.get("padding", 4)))])
-    use_safe_posterize(secondary)
-    return Compose([Lambda(to_rgb), primary, secondary, final])
+
+
+def build_transform(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None) -> "ImageTransform":
+    """The loader's per-image part: the crop, then the PIL-only augmentations (timm's), uint8 in and out.
+
+    Flips, normalisation and random erasing are left to the device (`build_batch_transform`).
+    """
+    from mlproj.data.batch_transforms import ImageTransform
+
+    pil_augment = None
+    if needs_pil(augment):
+        from timm.data import create_transform
+
+        options = {k: augment.get(k) for k in PIL_ONLY}
+        options["color_jitter"] = options["color_jitter"] or 0.0
+        base = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std")}
+        _, pil_augment, _ = create_transform(**base, is_training=True, use_prefetcher=True, separate=True, **options)
+        use_safe_posterize(pil_augment)
+    return ImageTransform(crop_for(data_config, augment), pil_augment)
 
 
 def build_batch_transform(
@@ -88,24 +96,14 @@ def build_batch_transform(
 ) -> "BatchTransform":
     """The device's part: the crop too when `crop_here` (the loader sent whole images), then flips, normalisation
     and random erasing. Without `augment`, the evaluation transform."""
-    from mlproj.data.batch_transforms import BatchTransform, eval_scale_size
+    from mlproj.data.batch_transforms import BatchTransform
 
-    size = int(data_config["input_size"][-1])
-    common = {
-        "mean": data_config["mean"],
-        "std": data_config["std"],
-        "size": size,
-        "interpolation": data_config["interpolation"],
-    }
-    if augment is None:
-        scale_size = eval_scale_size(size, data_config.get("crop_pct"))
-        return BatchTransform(**common, crop="center" if crop_here else None, scale_size=scale_size)
+    crop = crop_for(data_config, augment) if crop_here else None
+    augment = augment or {"hflip": 0.0}
     return BatchTransform(
-        **common,
-        crop=(augment.get("crop") or "random_resized") if crop_here else None,
-        scale=augment.get("scale") or (0.08, 1.0),
-        ratio=augment.get("ratio") or (3 / 4, 4 / 3),
-        padding=int(augment.get("padding", 4)),
+        data_config["mean"],
+        data_config["std"],
+        crop=crop,
         hflip=float(augment.get("hflip", 0.5)),
         vflip=float(augment.get("vflip") or 0.0),
         re_prob=float(augment.get("re_prob") or 0.0),
