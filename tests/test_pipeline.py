@@ -136,6 +136,8 @@ def test_small_data_of_one_size_is_batched_from_memory_without_workers(tmp_path)
 
     assert dm.batched == {"train": True, "eval": True}
     assert dm.pixel_cache is not None and dm.pixel_cache.parent == tmp_path / "cache" / "pixels"
+    stored = np.load(dm.pixel_cache / "labels.npy")
+    assert stored.tolist() == [label for samples in dm.splits.values() for label in samples.labels.tolist()]
     loader = dm.train_dataloader()
     assert loader.num_workers == 0
     images, _ = next(iter(loader))

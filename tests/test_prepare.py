@@ -9,8 +9,10 @@ from mlproj.prepare import prepare
 from conftest import compose, make_image_folder
 
 
-def run_prepare(root: Path, out: Path) -> Path:
-    return prepare(compose("prepare", ["data=imagefolder", f"data.root={root}", "data.validate=false"], out))
+def run_prepare(root: Path, out: Path, *overrides: str) -> Path:
+    return prepare(
+        compose("prepare", ["data=imagefolder", f"data.root={root}", "data.validate=false", *overrides], out)
+    )
 
 
 def test_prepare_records_checks_and_is_up_to_date_until_a_file_changes(tmp_path: Path, capsys, caplog) -> None:
@@ -18,7 +20,8 @@ def test_prepare_records_checks_and_is_up_to_date_until_a_file_changes(tmp_path:
     (root / "dog" / "broken.jpg").write_bytes(b"<html>not found</html>")
 
     first = run_prepare(root, tmp_path / "runs" / "a")
-    assert "up to date" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "up to date" not in out and "pixel cache: " in out
     assert f"rejected {root / 'dog' / 'broken.jpg'}: not an image Pillow can read" in caplog.text
     rejected = list(csv.DictReader((first / "rejected.csv").open()))
     assert rejected == [{"path": "dog/broken.jpg", "reason": "not an image Pillow can read"}]
@@ -34,6 +37,20 @@ def test_prepare_records_checks_and_is_up_to_date_until_a_file_changes(tmp_path:
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
     run_prepare(root, tmp_path / "runs" / "c")
     assert "up to date" not in capsys.readouterr().out
+    run_prepare(root, tmp_path / "runs" / "d")
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_prepare_rebuilds_the_pixel_cache_when_its_short_side_changes(tmp_path: Path, capsys) -> None:
+    root = make_image_folder(tmp_path / "pics", per_class=6)
+    run_prepare(root, tmp_path / "runs" / "a", "data.cache_short_side=16")
+    capsys.readouterr()
+    run_prepare(root, tmp_path / "runs" / "b", "data.cache_short_side=24")
+    assert "up to date" not in capsys.readouterr().out
+    run_prepare(root, tmp_path / "runs" / "c", "data.cache_short_side=24")
+    assert "up to date" in capsys.readouterr().out
+    caches = sorted(p.name for p in (tmp_path / "runs" / ".cache" / "pixels").iterdir())
+    assert len(caches) == 2 and caches[0].split("-")[1] == "16px" and caches[1].split("-")[1] == "24px"
 
 
 def test_training_reuses_the_checks_prepare_recorded(tmp_path: Path, train_in_process) -> None:

@@ -4,9 +4,10 @@ Training then reads pixels instead of decoding JPEGs. Images keep their aspect r
 the whole picture; when every image comes out the same size the cache is also one (N, H, W, 3) array, which small
 data sets hold in memory and batch without loader workers.
 
-On disk, `<cache_dir>/pixels/<key>/` holds `pixels.u8` (all images back to back) and `index.npy` (offset, height,
-width per image). The key is a fingerprint of the file list (paths, sizes, modification times) and of the cache
-parameters; a cache is built under a temporary name and renamed into place, so a half-written one is never read.
+On disk, `<cache_dir>/pixels/<key>/` holds `pixels.u8` (all images back to back), `index.npy` (offset, height,
+width per image) and `labels.npy`. The key is a fingerprint of the file list (paths, sizes, modification times)
+and of the cache parameters; a cache is built under a temporary name and renamed into place, so a half-written one
+is never read.
 """
 
 import hashlib
@@ -107,9 +108,16 @@ def cache_key(paths: Sequence[str], short_side: int) -> str:
 
 
 def cached_pixels(
-    paths: Sequence[str], short_side: int, cache_dir: Path, workers: int | None = None
+    paths: Sequence[str],
+    short_side: int,
+    cache_dir: Path,
+    labels: Sequence[int] | None = None,
+    workers: int | None = None,
 ) -> tuple[CachedPixels, bool]:
-    """The pixels of `paths` (in that order), decoded and resized once; returns them and whether they were cached."""
+    """The pixels of `paths` (in that order), decoded and resized once; returns them and whether they were cached.
+
+    `labels`, when given, are stored beside them (`labels.npy`), so the cache describes a data set on its own.
+    """
     folder = cache_dir / "pixels" / cache_key(paths, short_side)
     if (folder / "index.npy").is_file():
         return CachedPixels(folder), True
@@ -126,7 +134,9 @@ def cached_pixels(
                 index[i] = (offset, pixels.shape[0], pixels.shape[1])
                 out.write(pixels.tobytes())
                 offset += pixels.nbytes
-        np.save(staging / "index.npy", index)
+        if labels is not None:
+            np.save(staging / "labels.npy", np.asarray(labels, dtype=np.int64))
+        np.save(staging / "index.npy", index)  # last: its presence marks a complete cache
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

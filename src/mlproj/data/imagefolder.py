@@ -87,7 +87,8 @@ class ImageFolderDataModule(ImageDataModule):
         from mlproj.data.cache import cached_pixels
 
         paths = np.concatenate([samples.paths for samples in splits.values()])
-        pixels, self.cache_reused = cached_pixels(list(paths), self.cache_short_side, self.cache_dir)
+        labels = np.concatenate([samples.labels for samples in splits.values()])
+        pixels, self.cache_reused = cached_pixels(list(paths), self.cache_short_side, self.cache_dir, labels)
         self.pixel_cache = pixels.folder
         ends = np.cumsum([len(samples) for samples in splits.values()])
         return {
