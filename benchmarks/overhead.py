@@ -84,7 +84,8 @@ def compose(overrides: Sequence[str], output_dir: Path) -> Any:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        overrides = [f"paths.cache_dir={output_dir.parent / 'cache'}", *overrides]  # not the repository's .cache
+        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.hydra.runtime.output_dir = str(output_dir)
@@ -115,7 +116,7 @@ def run_ours(cfg: Any, warmup: int, steps: int) -> tuple[list[float], list[float
 def run_plain(
     cfg: Any, data_config: dict[str, Any], epochs: int, warmup: int, steps: int
 ) -> tuple[list[float], list[float]]:
-    """The loop a user writes by hand, on the same loader (dataset, transforms, workers) and optimizer settings."""
+    """The loop a user writes by hand, on the same loader and device transform, and the same optimizer settings."""
     import timm
     import torch
     import torch.nn.functional as F
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = int(probe.data.batch_size)
     print(
         f"setup: {BACKBONE} 32 px, batch {batch}, {optimizer_class} lr {probe.model.optimizer.lr}, "
-        f"{probe.data.num_workers} loader workers, torch threads {threads}, {per_epoch} batches/epoch, "
+        f"uint8 batches from memory, torch threads {threads}, {per_epoch} batches/epoch, "
         f"{epochs} epoch(s)/block, {args.steps} timed steps/block, {args.warmup} warm-up steps/epoch untimed"
     )
     for name, side in (("ours ", ours), ("plain", plain)):

@@ -49,6 +49,7 @@ def smooth_image(width: int, height: int) -> Image.Image:
 
 def test_cache_holds_every_image_upright_at_the_short_side_keeping_its_shape(tmp_path):
     paths = [
+        write_image(tmp_path / "small.png", size=(12, 10)),  # smaller than the short side: kept as it is
         write_image(tmp_path / "wide.jpg", size=(64, 32)),
         write_image(tmp_path / "tall.png", mode="L", size=(20, 40)),
         write_image(tmp_path / "cmyk.jpg", mode="CMYK", size=(30, 30)),
@@ -63,6 +64,7 @@ def test_cache_holds_every_image_upright_at_the_short_side_keeping_its_shape(tmp
 
     assert not reused
     assert [pixels[i].shape for i in range(len(paths))] == [
+        (10, 12, 3),
         (16, 32, 3),
         (32, 16, 3),
         (16, 16, 3),
@@ -72,6 +74,8 @@ def test_cache_holds_every_image_upright_at_the_short_side_keeping_its_shape(tmp
     for i, path in enumerate(paths):
         assert np.array_equal(pixels[i], load_resized(str(path), 16))
         assert pixels[i].dtype == np.uint8
+    with Image.open(paths[0]) as small:
+        assert np.array_equal(pixels[0], np.asarray(small.convert("RGB")))
     assert pixels.shape is None, "images of several sizes are not one array"
     assert pixels.nbytes == sum(pixels[i].nbytes for i in range(len(paths)))
 
@@ -291,6 +295,15 @@ def test_real_photos_go_through_the_cache_at_224(tmp_path):
     dm.configure_preprocessing({**DATA_CONFIG, "input_size": [3, 224, 224], "crop_pct": 0.875})
     assert dm.batched == {"train": False, "eval": False}
     shapes = {dm.splits["train"].pixels[i].shape for i in range(len(dm.splits["train"]))}
-    assert all(min(shape[:2]) == 256 for shape in shapes) and len(shapes) > 1
+    short_sides = [min(shape[:2]) for shape in shapes]
+    assert max(short_sides) == 256 and len(shapes) > 1, "photos keep their aspect ratio, at most 256 px short side"
     images, _ = next(iter(dm.train_dataloader()))
     assert images.shape == (4, 3, 224, 224) and images.dtype == torch.uint8
+
+
+def test_a_cache_smaller_than_the_models_eval_resize_is_named(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "pics", per_class=4)
+    dm = cached_dm(root, tmp_path / "cache", cache_short_side=16)
+    dm.configure_preprocessing({**DATA_CONFIG, "input_size": [3, 224, 224], "crop_pct": 0.875})
+    assert "data.cache_short_side=16 is below the model's eval resize (256 px for 224 px input)" in caplog.text
+    assert "set data.cache_short_side=256" in caplog.text

@@ -1,4 +1,4 @@
-"""The decode-once pixel cache: every image resized to a short side and stored as uint8 in one memory-mapped file.
+"""The decode-once pixel cache: every image shrunk to a short side and stored as uint8 in one memory-mapped file.
 
 Training then reads pixels instead of decoding JPEGs. Images keep their aspect ratio, so random resized crops see
 the whole picture; when every image comes out the same size the cache is also one (N, H, W, 3) array, which small
@@ -31,14 +31,15 @@ CACHE_VERSION = 1  # bump when the stored pixels change for the same files and p
 
 
 def load_resized(path: str, short_side: int) -> np.ndarray:
-    """HxWx3 uint8, upright, short side `short_side`; JPEGs decode at a reduced scale when that is enough."""
+    """HxWx3 uint8, upright, short side at most `short_side` (smaller images keep their size: upscaling adds bytes,
+    not detail); JPEGs decode at a reduced scale when that is enough."""
     with Image.open(path) as image:
         width, height = image.size
-        factor = short_side / min(width, height)
+        factor = min(1.0, short_side / min(width, height))
         image.draft("RGB", (max(1, int(width * factor)), max(1, int(height * factor))))
         image = to_rgb(ImageOps.exif_transpose(image))
         width, height = image.size
-        factor = short_side / min(width, height)
+        factor = min(1.0, short_side / min(width, height))
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         if size != image.size:
             image = image.resize(size, Image.Resampling.BICUBIC)

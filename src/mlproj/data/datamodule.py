@@ -126,35 +126,31 @@ class ImageDataModule(L.LightningDataModule):
         if self.rejected:
             write_rejected(path.with_name("rejected.csv"), self.rejected, self.root)
 
-    def in_memory_pixels(self) -> dict[str, np.ndarray] | None:
-        """Every split's pixels as (N, H, W, 3) arrays when they share one size and fit `memory_mb`, else None."""
+    def fits_in_memory(self) -> bool:
+        """Whether every split's pixels are at hand (array or cache), share one image size and fit `memory_mb`."""
         pixels = [samples.pixels for samples in self.splits.values()]
-        if any(p is None or p.shape is None or len(p.shape) != 4 for p in pixels):
-            return None
-        if len({p.shape[1:] for p in pixels}) != 1 or sum(p.nbytes for p in pixels) > self.memory_mb * 2**20:
-            return None
-        return {name: np.asarray(samples.pixels) for name, samples in self.splits.items()}
+        shapes = {None if p is None or p.shape is None else tuple(p.shape[1:]) for p in pixels}
+        return None not in shapes and len(shapes) == 1 and sum(p.nbytes for p in pixels) <= self.memory_mb * 2**20
 
     def configure_preprocessing(self, data_config: Mapping[str, Any]) -> None:
         """Split the model's preprocessing (timm data config) between the loader and the device.
 
-        Data sets held in memory send whole uint8 batches and leave crops, flips and normalisation to the device.
-        Others crop each image in the loader workers (with the PIL-only augmentations, if any) and send uint8
-        crops; flips, normalisation and random erasing still happen on the device.
+        Data held in memory is sent as whole uint8 batches and the device crops, flips and normalises. Otherwise the
+        loader workers crop each image (and apply the PIL-only augmentations, if any) and send uint8 crops; flips,
+        normalisation and random erasing still happen on the device.
         """
-        arrays = self.in_memory_pixels()
-        batched = {"train": arrays is not None and not needs_pil(self.augment), "eval": arrays is not None}
+        fits = self.fits_in_memory()
+        self.batched = {"train": fits and not needs_pil(self.augment), "eval": fits}
         self._in_memory = {
-            name: torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
-            for name, array in (arrays or {}).items()
-            if batched["train" if name == "train" else "eval"]
+            name: torch.from_numpy(np.asarray(samples.pixels).transpose(0, 3, 1, 2).copy())
+            for name, samples in self.splits.items()
+            if self.batched["train" if name == "train" else "eval"]
         }
         self._transforms = {"train": build_transform(data_config, self.augment), "eval": build_transform(data_config)}
         self.batch_transforms = {
-            "train": build_batch_transform(data_config, self.augment, crop_here=batched["train"]),
-            "eval": build_batch_transform(data_config, None, crop_here=batched["eval"]),
+            "train": build_batch_transform(data_config, self.augment, crop_here=self.batched["train"]),
+            "eval": build_batch_transform(data_config, None, crop_here=self.batched["eval"]),
         }
-        self.batched = batched
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self._transforms:

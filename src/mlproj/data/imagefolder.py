@@ -1,5 +1,6 @@
 """Any folder of images: class folders (split here) or train/, val/ and optional test/ folders."""
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from mlproj.data.scan import Validation, check_root, is_presplit, scan_class_fol
 from mlproj.data.splits import check_fraction, stratified_split
 from mlproj.data.validate import warn_cross_split_duplicates
 from mlproj.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -49,6 +52,22 @@ class ImageFolderDataModule(ImageDataModule):
                 f"data.val_fraction + data.test_fraction = {sum(self.fractions.values()):g} leaves no training images:"
                 " keep their sum below 1"
             )
+
+    def configure_preprocessing(self, data_config: Mapping[str, Any]) -> None:
+        from mlproj.data.batch_transforms import eval_scale_size
+
+        size = int(data_config["input_size"][-1])
+        needed = eval_scale_size(size, data_config.get("crop_pct"))
+        if self.cache_short_side is not None and self.cache_short_side < needed:
+            log.warning(
+                "data.cache_short_side=%d is below the model's eval resize (%d px for %d px input): images lose"
+                " detail; set data.cache_short_side=%d",
+                self.cache_short_side,
+                needed,
+                size,
+                needed,
+            )
+        super().configure_preprocessing(data_config)
 
     def image_root(self) -> Path:
         """The folder the splits live in; subclasses point into a data set's own layout."""

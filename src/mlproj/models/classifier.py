@@ -120,12 +120,19 @@ class ImageClassifier(L.LightningModule):
         return self.backbone(images)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Loaders send uint8; conversion, normalisation and batch augmentations run here, on the accelerator."""
-        images, *rest = batch
+        """Loaders send uint8; conversion, normalisation and batch augmentations (crops, flips, erasing, mixup and
+        cutmix) run here, on the accelerator. Training batches become (images, labels, targets)."""
+        images, labels = batch
         transform = self.train_batch_transform if self.trainer.training else self.eval_batch_transform
         if transform is None:
             raise RuntimeError("the model has no batch transforms: see mlproj.build.connect_preprocessing")
-        return (transform(images), *rest)
+        images = transform(images)
+        if not self.trainer.training:
+            return images, labels
+        if self.mixup is None:
+            return images, labels, labels
+        mixed, targets = self.mixup(images, labels)
+        return mixed, labels, targets
 
     def on_train_epoch_start(self) -> None:
         epoch = self.hparams.unfreeze_at_epoch
@@ -135,11 +142,9 @@ class ImageClassifier(L.LightningModule):
             self.frozen_norms = []
             self.train()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        targets = labels
-        if self.mixup is not None:
-            images, targets = self.mixup(images, labels)
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """`targets` are the labels, or mixup/cutmix's soft targets; accuracy is counted against the labels."""
+        images, labels, targets = batch
         logits = self(images)
         loss = self.train_criterion(logits, targets)
         self.train_loss.update(loss.detach(), weight=len(labels))
