@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(data_config)
     check_classes_match(classes, datamodule.classes, ckpt_path)
-    model = ImageClassifier.from_checkpoint(checkpoint)
+    model = ImageClassifier.from_checkpoint(checkpoint, ckpt_path)
     connect_preprocessing(datamodule, model)
     trainer = build(cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False)
     metrics = run_test(trainer, model, datamodule, ckpt_path=None)

@@ -56,7 +56,7 @@ def predict(cfg: DictConfig) -> Path:
     images = [Path(check.path) for check in checks if check.error is None]
     if not images:
         raise ConfigError(f"input={cfg.input} holds no image that decodes")
-    model = ImageClassifier.from_checkpoint(checkpoint)
+    model = ImageClassifier.from_checkpoint(checkpoint, ckpt_path)
     model.eval_batch_transform = build_batch_transform(model.data_config, None, crop_here=False)
     samples = Samples(labels=np.zeros(len(images), dtype=np.int64), paths=np.asarray([str(p) for p in images]))
     loader = DataLoader(

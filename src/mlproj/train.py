@@ -7,15 +7,25 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mlproj import __version__
 from mlproj.build import build, build_datamodule, connect_preprocessing, instantiate_group
-from mlproj.checkpoints import adopt_run_dir, check_classes_match, checkpoint_classes, load_checkpoint, resolve_resume
+from mlproj.checkpoints import (
+    adopt_run_dir,
+    check_classes_match,
+    check_state_keys,
+    checkpoint_classes,
+    load_checkpoint,
+    resolve_resume,
+)
 from mlproj.entry import hydra_entry
+from mlproj.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the metrics a sweep optimises."""
+    signals = StopSignals().install()  # SIGTERM/SIGINT from here on end the run cleanly
     runs_dir = Path(cfg.paths.log_dir).absolute() / "train" / "runs"
     resume = resolve_resume(cfg.ckpt_path, Path(cfg.paths.output_dir).absolute(), runs_dir, cfg.experiment)
     run_dir = continue_in(cfg, resume.run_dir)
@@ -31,9 +41,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build_run(cfg)  # bad config fails here, before anything is written
+    signals.trainer = trainer
     if resume.ckpt_path:
-        classes = checkpoint_classes(load_checkpoint(resume.ckpt_path), resume.ckpt_path)
-        check_classes_match(classes, datamodule.classes, resume.ckpt_path)
+        checkpoint = load_checkpoint(resume.ckpt_path)
+        check_classes_match(checkpoint_classes(checkpoint, resume.ckpt_path), datamodule.classes, resume.ckpt_path)
+        check_state_keys(model.state_dict(), checkpoint, resume.ckpt_path)
 
     record = RunRecord.start(run_dir, run_fields(cfg, datamodule, trainer, resume.ckpt_path))
     datamodule.write_manifest(run_dir / "manifest.csv")
@@ -53,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, Any]:
     """The objects one run trains: the data (prepared and checked), a model sized to it, and the trainer."""
     from mlproj.callbacks.checkpoint_metadata import CheckpointMetadata
+    from mlproj.checkpoint_io import AtomicCheckpointIO
 
     datamodule = build_datamodule(cfg.data)
     model = build(
@@ -67,11 +80,13 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any
     metadata = {
         "data": {**OmegaConf.to_container(cfg.data, resolve=True), "root": str(datamodule.root)},
         "experiment": cfg.experiment,
+        "version": __version__,
     }
     trainer = build(
         cfg.trainer,
         callbacks=[*instantiate_group(cfg.get("callbacks")), CheckpointMetadata(metadata), *extra_callbacks],
         logger=instantiate_group(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO()],
     )
     return datamodule, model, trainer
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mlproj.data.order import EpochSampler, seeded_for
 from mlproj.data.samples import Samples
 from mlproj.data.splits import write_manifest, write_rejected
 from mlproj.data.transforms import build_batch_transform, build_transform, needs_pil
@@ -26,8 +27,11 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.samples.array(i)), int(self.samples.labels[i])
+    def __getitem__(self, draw: int) -> tuple[torch.Tensor, int]:
+        """`draw` is the sampler's draw number (see EpochSampler): image `draw % len`, randomness seeded by it."""
+        i = draw % len(self.samples)
+        with seeded_for(draw):
+            return self.transform(self.samples.array(i)), int(self.samples.labels[i])
 
 
 class TensorBatches(Dataset):
@@ -44,8 +48,8 @@ class TensorBatches(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pixels[i], self.labels[i]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
+    def __getitems__(self, draws: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(draws) % len(self.labels)
         return self.pixels[index], self.labels[index]
 
 
@@ -159,9 +163,10 @@ class ImageDataModule(L.LightningDataModule):
         stage = "train" if train else "eval"
         options: dict[str, Any] = {
             "batch_size": self.batch_size,
-            "shuffle": train,
+            "sampler": EpochSampler(len(samples), shuffle=train),
             "drop_last": train and len(samples) > self.batch_size,
             "pin_memory": torch.cuda.is_available(),
+            "generator": torch.Generator(),  # starting an epoch draws nothing from the global random state
         }
         if self.batched[stage]:
             labels = torch.from_numpy(np.asarray(samples.labels, dtype=np.int64))

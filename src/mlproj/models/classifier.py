@@ -76,6 +76,9 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = accuracy_metrics(num_classes, "val")
         self.test_metrics = accuracy_metrics(num_classes, "test")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # Saved with the weights: a run resumed mid-epoch reports the epoch's metrics over all its batches.
+        self.train_loss.persistent(True)
+        self.train_metrics.persistent(True)
         # A buffer, so the best value so far survives a resume with the rest of the state.
         self.register_buffer("val_acc_best", torch.tensor(0.0))
         # uint8 batch -> normalised float batch on the device, for training and for evaluation; set from the data
@@ -218,9 +221,12 @@ class ImageClassifier(L.LightningModule):
             scheduler.step()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "ImageClassifier":
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any], path: str = "checkpoint") -> "ImageClassifier":
         """Rebuild from a loaded checkpoint's hyperparameters and weights, never touching the hub."""
+        from mlproj.checkpoints import check_state_keys
+
         hparams = {**checkpoint["hyper_parameters"], "pretrained": False, "pretrained_file": None}
         model = cls(**hparams)
+        check_state_keys(model.state_dict(), checkpoint, path)
         model.load_state_dict(checkpoint["state_dict"])
         return model

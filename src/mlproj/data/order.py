@@ -1,0 +1,89 @@
+"""The order images are drawn in, and their random draws, as functions of (seed, epoch, position) alone.
+
+A run stopped mid-epoch and resumed must continue with the very next image and give it the same crop it would
+have had: permutations come from (seed, epoch), loader workers reseed per image, and the sampler can skip the
+images a resumed epoch already trained on. Nothing here draws from the global random state at iterator creation.
+"""
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler, get_worker_info
+
+
+def run_seed() -> int:
+    """The seed `seed_everything` was given (Lightning exports it to every process, loader workers included)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+
+
+class EpochSampler(Sampler[int]):
+    """Indices in a permutation of (seed, epoch) (or in order), each yielded as a draw number `epoch * size + i`.
+
+    Datasets read image `draw % size` and seed that image's augmentation with the draw number, so it depends on
+    (seed, epoch, index) and not on which worker or how many batches ran before. Lightning calls `set_epoch`.
+    `skip` leaves out the first draws of the next epoch iterated: the images a resumed epoch already trained on.
+    """
+
+    def __init__(self, size: int, shuffle: bool) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(run_seed() * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        skip, self.skip = self.skip, 0
+        yield from (order[skip:] + self.epoch * self.size).tolist()
+
+
+@contextmanager
+def seeded_for(draw: int) -> Iterator[None]:
+    """Python, NumPy and torch seeded for one image (timm's crops and RandAugment use all three).
+
+    In the main process (no loader workers) the global states are put back afterwards, so the device-side
+    augmentations keep their own stream.
+    """
+    saved = None if get_worker_info() is not None else (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    seed = (run_seed() * 1_000_003 + draw) % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
+def resume_at(trainer: Any) -> None:
+    """Point a restored trainer's training loader at the next unseen image of the epoch it stopped in.
+
+    Lightning creates the loader's iterator (and fetches a first batch) before it restores a checkpoint, so the
+    iterator is made again here, from a sampler set to the restored epoch and the batches already trained in it.
+    """
+    sampler = getattr(trainer.train_dataloader, "sampler", None)
+    if not isinstance(sampler, EpochSampler):
+        return
+    fit_loop = trainer.fit_loop
+    done = fit_loop.epoch_loop.batch_progress.current.processed  # `completed` lags by one when saved at batch end
+    batches = trainer.num_training_batches
+    sampler.set_epoch(fit_loop.epoch_progress.current.processed)
+    sampler.skip = done * trainer.train_dataloader.batch_size * trainer.world_size if 0 < done < batches else 0
+    iter(fit_loop._data_fetcher)  # private, but the only handle on the iterator Lightning already made
