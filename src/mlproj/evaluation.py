@@ -7,7 +7,7 @@ from typing import Any
 
 def run_test(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None) -> dict[str, float]:
     """Test `model` (or the weights at `ckpt_path`) on the data's test split (val when there is none)."""
-    results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     return {name: float(value) for name, value in (results[0] if results else {}).items()}
 
 

@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with record.recording(trainer), closing_loggers():
         if cfg.tune_lr:
             record.summary["tuned_lr"] = tune_learning_rate(trainer, model, datamodule, run_dir)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path, weights_only=True)
         record.update_from(trainer)
         if cfg.test and not trainer.interrupted:
             record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer)))
