@@ -309,3 +309,10 @@ def test_a_cache_smaller_than_the_models_eval_resize_is_named(tmp_path, caplog):
     dm.configure_preprocessing({**DATA_CONFIG, "input_size": [3, 224, 224], "crop_pct": 0.875})
     assert "data.cache_short_side=16 is below the model's eval resize (256 px for 224 px input)" in caplog.text
     assert "set data.cache_short_side=256" in caplog.text
+
+
+def test_an_unknown_crop_is_named_in_one_line():
+    from mlproj.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.augment\.crop=zoom is not a crop: use one of random_resized, pad"):
+        build_transform(DATA_CONFIG, {**AUGMENT, "crop": "zoom"})

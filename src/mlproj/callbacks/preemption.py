@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mlproj.checkpoints import LAST
 from mlproj.data.order import resume_at
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,12 @@ class Preemption(L.Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 100) -> None:
         self.dirpath = dirpath
         self.every_n_steps = int(every_n_steps)
-        self._pending_rng: dict[str, Any] | None = None
+        self._restored: dict[str, Any] | None = None  # the checkpoint being resumed from, until training starts
         self._saved_at = -1
 
     @property
     def last_path(self) -> str:
-        return f"{self.dirpath.rstrip('/')}/last.ckpt"
+        return f"{self.dirpath.rstrip('/')}/{LAST}"
 
     def save(self, trainer: L.Trainer) -> None:
         if trainer.global_step != self._saved_at:
@@ -78,13 +79,14 @@ class Preemption(L.Callback):
         checkpoint[RNG_KEY] = rng_states()
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        self._pending_rng = checkpoint.get(RNG_KEY)
+        self._restored = checkpoint
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After sanity checks and set-up, right before the first resumed batch draws anything: the data order
         continues where the checkpoint stopped, and the random states are those it saved."""
-        if self._pending_rng is not None:
+        if self._restored is not None:
             resume_at(trainer)
-            set_rng_states(self._pending_rng)
-            self._pending_rng = None
+            if RNG_KEY in self._restored:
+                set_rng_states(self._restored[RNG_KEY])
+            self._restored = None
         self._saved_at = trainer.global_step

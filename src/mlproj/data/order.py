@@ -62,7 +62,7 @@ def seeded_for(draw: int) -> Iterator[None]:
     seed = (run_seed() * 1_000_003 + draw) % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: the GPU's keeps its own stream
     try:
         yield
     finally:
