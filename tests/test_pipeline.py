@@ -268,6 +268,13 @@ def test_device_padded_crop_offsets_are_uniform_like_torchvisions_random_crop():
     assert torch.equal(ours.sum(dim=(1, 2, 3)), torch.full((draws,), 255)), "a crop lost or doubled the pixel"
 
 
+def test_the_batch_transform_leaves_its_input_alone():
+    batch = torch.rand(4, 3, 8, 8) * 255
+    before = batch.clone()
+    BatchTransform([0.5] * 3, [0.25] * 3, hflip=1.0)(batch)
+    assert torch.equal(batch, before)
+
+
 def test_device_flips_each_image_on_its_own():
     image = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(1, 3, 1, 1)
     transform = BatchTransform([0.0] * 3, [1 / 255] * 3, hflip=0.5)

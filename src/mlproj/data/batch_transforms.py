@@ -141,7 +141,7 @@ class BatchTransform(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.crop is not None and self.crop.kind == "pad":
             images = self.crop(images)  # integer offsets: uint8 stays uint8, a quarter of the bytes to move
-        images = images.float()
+        images = images.to(torch.float32, copy=True)  # the in-place steps below never touch the caller's batch
         if self.crop is not None and self.crop.kind != "pad":
             images = self.crop(images)
         images = random_flip(random_flip(images, self.hflip, -1), self.vflip, -2)
