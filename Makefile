@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install train test lint format clean
+.PHONY: install train test lint format clean data sweep sweep-validator
 
 install: $(VENV)/.installed
 
@@ -13,6 +13,32 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
 	touch $@
 
+# W&B's sweep engine (`sweeps`) pins numpy<2, so the offline check of sweep files gets its own small venv.
+SWEEPS_VERSION := 0.3.0
+SWEEPS_PY := $(VENV)/sweeps-validator/bin/python
+sweep-validator: $(VENV)/sweeps-validator/.installed-$(SWEEPS_VERSION)
+
+$(VENV)/sweeps-validator/.installed-$(SWEEPS_VERSION):
+	rm -rf $(VENV)/sweeps-validator
+	$(PYTHON) -m venv $(VENV)/sweeps-validator
+	$(SWEEPS_PY) -m pip install --quiet --progress-bar off 'sweeps==$(SWEEPS_VERSION)'
+	touch $@
+
+# Check configs/sweep/$(SWEEP).yaml offline, then register it with W&B; `wandb agent` runs it (README).
+SWEEP ?= mushroom_resnet50
+WANDB_PROJECT ?= mlproj
+sweep: install sweep-validator
+	$(SWEEPS_PY) src/mlproj/sweep_check.py configs/sweep/$(SWEEP).yaml
+	$(VENV)/bin/wandb sweep --project $(WANDB_PROJECT) configs/sweep/$(SWEEP).yaml
+
+# The embedded default data, byte for byte what data.dvc records, then into DVC's cache: `make data && dvc repro`
+# works offline in a fresh clone (with a remote, `dvc pull` does this instead). Stops, leaving data.dvc as it is,
+# when the folder differs from what data.dvc records.
+data: install
+	$(PY) -c 'from pathlib import Path; from mlproj.data.digits import write_digits; write_digits(Path("data/digits"))'
+	$(PY) -m mlproj.data_version data/digits
+	$(VENV)/bin/dvc commit --force --quiet data.dvc
+
 train: install
 	$(PY) train.py
 
@@ -20,7 +46,7 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 
-test: lint
+test: lint sweep-validator
 	$(PY) -m pytest
 
 format: install

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest_plugins = ["gcs_emulator"]  # the `gcs_emulator` fixture: a GCS API on 127.0.0.1
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # What timm's resolve_data_config gives a model, at a small size so tests stay fast.

@@ -69,7 +69,9 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_one_before(
     last = run_dir / "checkpoints" / LAST
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # as a kill in mid-write would leave it
 
-    point = resolve_resume("last", run_dir, tmp_path / "logs" / "train" / "runs", "digits")
+    point = resolve_resume(
+        "last", run_dir, str(run_dir / "checkpoints"), tmp_path / "logs" / "train" / "runs", "digits"
+    )
     assert point.ckpt_path == str(run_dir / "checkpoints" / PREVIOUS)
     assert f"ckpt_path={last} is not a readable checkpoint" in caplog.text
 
@@ -103,7 +105,7 @@ def test_a_dead_running_record_counts_as_interrupted(pics: Path, train_in_proces
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     summary.update(status="running", pid=int(dead.stdout))  # SIGKILL leaves `running` behind
     summary_path.write_text(json.dumps(summary))
-    point = resolve_resume(None, run_dir, run_dir.parent, "digits")
+    point = resolve_resume(None, run_dir, str(run_dir / "checkpoints"), run_dir.parent, "digits")
     assert point.ckpt_path == str(run_dir / "checkpoints" / LAST)
 
 
@@ -154,3 +156,66 @@ def test_sigterm_before_training_ends_the_process_without_a_traceback(pics: Path
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert time.perf_counter() - started < 60
+
+
+def final_weights(url: str) -> dict[str, torch.Tensor]:
+    import fsspec
+
+    with fsspec.open(url, "rb") as handle:
+        return torch.load(handle, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_a_restarted_container_resumes_from_its_bucket_checkpoint_dir_exactly(
+    pics: Path, tmp_path: Path, gcs_emulator
+) -> None:
+    """Vertex AI: checkpoints go to AIP_CHECKPOINT_DIR (gs://); after SIGTERM, a restarted container runs the same
+    command in a fresh run dir and picks the run up from the bucket, ending with the uninterrupted run's weights."""
+    import signal
+    import time
+
+    import fsspec
+
+    from mlproj.run_record import read_summary
+
+    aip_dir = f"{gcs_emulator.bucket('vertex')}/job/checkpoints"
+    args = [f"data.root={pics}", *QUICK, "data.image_size=32", "trainer.max_epochs=12", "logger=wandb", "test=true"]
+    env = {**os.environ, **gcs_emulator.env, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+
+    reference = run_cli("train", [*args, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path, env=env)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    env["AIP_CHECKPOINT_DIR"] = aip_dir
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    fs, _ = fsspec.core.url_to_fs(aip_dir)
+    while not fs.exists(f"{aip_dir}/{LAST}") and process.poll() is None:
+        time.sleep(0.05)
+        fs.invalidate_cache()
+    assert process.poll() is None, "the run finished before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 0, output[-2000:]
+    stopped = read_summary(aip_dir)
+    assert stopped["status"] == "interrupted", "the summary beside the bucket's checkpoints says how the run ended"
+    assert stopped["epochs_completed"] < 12
+
+    restarted = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    assert f"holds an interrupted run: resuming it from {aip_dir}/{LAST}" in restarted.stdout + restarted.stderr
+    finished = read_summary(aip_dir)
+    assert finished["status"] == "finished" and finished["resumed_from"] == f"{aip_dir}/{LAST}"
+    assert finished["best_checkpoint"] == f"{aip_dir}/best.ckpt"
+    first_dir, second_dir = Path(stopped["run_dir"]), Path(finished["run_dir"])
+    assert first_dir != second_dir, "each container start has its own local run dir"
+    assert (second_dir / "wandb_run_id").read_text() == (first_dir / "wandb_run_id").read_text(), "same W&B run"
+
+    expected = final_weights(str(tmp_path / "reference" / "checkpoints" / LAST))
+    resumed = final_weights(f"{aip_dir}/{LAST}")
+    assert max(float((resumed[k].double() - expected[k].double()).abs().max()) for k in expected) <= 1e-6
+    assert finished["metrics"] == read_summary(tmp_path / "reference")["metrics"]
+    assert not [p for p in fs.ls(aip_dir, detail=False) if ".tmp-" in p], "a temporary object was left behind"
+
+    fresh = tmp_path / "logs" / "train" / "runs" / "another-start"
+    point = resolve_resume(None, fresh, aip_dir, tmp_path / "logs" / "train" / "runs", "digits")
+    assert point.ckpt_path is None, "a finished run is never resumed silently"

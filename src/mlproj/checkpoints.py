@@ -1,10 +1,8 @@
 """Finding and reading checkpoints: `ckpt_path=last`, local paths and gs:// URLs alike."""
 
 import logging
-import os
 import pickle
 import shutil
-import socket
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,8 @@ from typing import Any
 
 from mlproj import __version__
 from mlproj.errors import ConfigError
-from mlproj.run_record import discard_unused_run_dir, read_summary
+from mlproj.run_record import RUN_ID_FILE, discard_unused_run_dir, read_summary, run_process_alive
+from mlproj.storage import read_text
 
 log = logging.getLogger(__name__)
 
@@ -24,55 +23,57 @@ PREVIOUS = "last.prev.ckpt"  # the last.ckpt before the newest one (see mlproj.c
 class ResumePoint:
     run_dir: Path
     ckpt_path: str | None
+    checkpoint: dict[str, Any] | None = None  # already read while looking for it: checks need not read it again
 
 
-def checkpoint_in(run_dir: str | Path) -> str | None:
-    """The newest readable `<run_dir>/checkpoints/last.ckpt` (any fsspec location), or the one before it when a
-    kill left the newest truncated or unreadable."""
+def mirror_dir(run_dir: Path, checkpoint_dir: str) -> str | None:
+    """The checkpoint dir when it lives outside the run dir (AIP_CHECKPOINT_DIR on Vertex AI, a bucket): a restarted
+    container gets a fresh local run dir and only that survives, so the run's records are mirrored there
+    (mlproj.run_record.RunRecord) and read back from there when deciding whether to resume."""
+    return None if checkpoint_dir.rstrip("/") == f"{run_dir}/checkpoints" else checkpoint_dir
+
+
+def checkpoint_in(checkpoint_dir: str) -> tuple[str, dict[str, Any]] | None:
+    """The newest readable `last.ckpt` in `checkpoint_dir` (any fsspec location) with its contents, or the one
+    before it when a kill left the newest truncated or unreadable."""
     import fsspec
 
     for name in (LAST, PREVIOUS):
-        path = f"{str(run_dir).rstrip('/')}/checkpoints/{name}"
+        path = f"{checkpoint_dir.rstrip('/')}/{name}"
         fs, local = fsspec.core.url_to_fs(path)
         if not fs.exists(local):
             continue
         try:
-            load_checkpoint(path)
+            return path, load_checkpoint(path)
         except ConfigError as error:
             log.warning("%s; trying the checkpoint before it", error)
-            continue
-        return path
     return None
 
 
-def interrupted_run(run_dir: Path) -> bool:
-    """A run dir whose run was stopped (status interrupted) or died without saying so (running, process gone)."""
-    summary = read_summary(run_dir) or {}
+def interrupted_run(records: str) -> bool:
+    """A run that was stopped (status interrupted) or died without saying so (running, process gone)."""
+    summary = read_summary(records) or {}
     if summary.get("status") == "interrupted":
         return True
-    if summary.get("status") != "running":
-        return False
-    pid = int(summary.get("pid") or 0)
-    if summary.get("host") != socket.gethostname() or pid <= 0 or pid == os.getpid():
-        return True  # another machine, or a restarted container (which often gets the same pid, 1)
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return True
-    return False
+    # A `running` record from another machine is taken over too: this run dir is being started again from here.
+    return summary.get("status") == "running" and not run_process_alive(summary)
 
 
-def newest_run_with_checkpoint(runs_dir: Path, experiment: str | None) -> Path | None:
-    """The most recently started run of `experiment` under `runs_dir` that left a last checkpoint."""
+def newest_checkpoint_of(experiment: str | None, runs_dir: Path) -> tuple[Path, str, dict[str, Any]] | None:
+    """The most recently started run of `experiment` under `runs_dir` that left a readable last checkpoint."""
     if not runs_dir.is_dir():
         return None
-    candidates = []
+    runs = []
     for run_dir in runs_dir.iterdir():
         summary = read_summary(run_dir)
-        saved = any((run_dir / "checkpoints" / name).is_file() for name in (LAST, PREVIOUS))
-        if summary and summary.get("experiment") == experiment and saved:
-            candidates.append((summary.get("started_at") or "", run_dir))
-    return max(candidates)[1] if candidates else None
+        if summary and summary.get("experiment") == experiment:
+            checkpoint_dir = summary.get("checkpoint_dir") or f"{run_dir}/checkpoints"
+            runs.append((summary.get("started_at") or "", run_dir, checkpoint_dir))
+    for _, run_dir, checkpoint_dir in sorted(runs, reverse=True):
+        found = checkpoint_in(checkpoint_dir)
+        if found:
+            return run_dir, *found
+    return None
 
 
 def adopt_run_dir(fresh: Path, previous: Path) -> None:
@@ -84,31 +85,44 @@ def adopt_run_dir(fresh: Path, previous: Path) -> None:
     discard_unused_run_dir(fresh)
 
 
-def resolve_resume(ckpt_path: str | None, run_dir: Path, runs_dir: Path, experiment: str | None) -> ResumePoint:
-    """Turn `ckpt_path` into a file to resume from and the run dir to continue in.
+def adopt_run_id(mirror: str, run_dir: Path) -> None:
+    """A fresh run dir that resumes a run recorded elsewhere keeps logging to that run's W&B run."""
+    run_id = read_text(f"{mirror}/{RUN_ID_FILE}")
+    if run_id and not (run_dir / RUN_ID_FILE).exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_ID_FILE).write_text(run_id)
 
-    `last` means the current run dir (hydra.run.dir, or AIP_CHECKPOINT_DIR on Vertex AI) first,
+
+def resolve_resume(
+    ckpt_path: str | None, run_dir: Path, checkpoint_dir: str, runs_dir: Path, experiment: str | None
+) -> ResumePoint:
+    """Turn `ckpt_path` into a checkpoint to resume from and the run dir to continue in.
+
+    None resumes on its own only when this run's records say it was interrupted. `last` means this run's
+    checkpoint dir (paths.checkpoint_dir: the run dir's checkpoints/, or AIP_CHECKPOINT_DIR on Vertex AI) first,
     then the newest run of the same experiment under logs/, whose run dir is then reused.
     """
+    mirror = mirror_dir(run_dir, checkpoint_dir)
+    records = mirror or str(run_dir)
     if ckpt_path is None:
-        found = checkpoint_in(run_dir) if interrupted_run(run_dir) else None
-        if found:
-            log.warning("%s holds an interrupted run: resuming it from %s", run_dir, found)
-        return ResumePoint(run_dir, found)
-    if ckpt_path != "last":
+        found = checkpoint_in(checkpoint_dir) if interrupted_run(records) else None
+        if found is None:
+            return ResumePoint(run_dir, None)
+        log.warning("%s holds an interrupted run: resuming it from %s", records, found[0])
+    elif ckpt_path != "last":
         return ResumePoint(run_dir, ckpt_path)
-    aip_dir = os.environ.get("AIP_CHECKPOINT_DIR")
-    for current in filter(None, (aip_dir, run_dir)):
-        found = checkpoint_in(current)
-        if found:
-            return ResumePoint(run_dir, found)
-    previous = newest_run_with_checkpoint(runs_dir, experiment)
-    found = checkpoint_in(previous) if previous is not None else None
-    if found is None:
+    else:
+        found = checkpoint_in(checkpoint_dir)
+    if found is not None:
+        if mirror:
+            adopt_run_id(mirror, run_dir)
+        return ResumePoint(run_dir, *found)
+    previous = newest_checkpoint_of(experiment, runs_dir)
+    if previous is None:
         log.warning("ckpt_path=last: no checkpoint of experiment %s under %s; starting fresh", experiment, runs_dir)
         return ResumePoint(run_dir, None)
-    log.info("ckpt_path=last: resuming %s in its run dir", previous)
-    return ResumePoint(previous, found)
+    log.info("ckpt_path=last: resuming %s in its run dir", previous[0])
+    return ResumePoint(*previous)
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:

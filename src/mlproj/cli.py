@@ -8,7 +8,15 @@ COMMANDS = {
     "train": "fit a model (same as python train.py)",
     "eval": "test a checkpoint (same as python eval.py)",
     "predict": "top-k predictions for images (same as python predict.py)",
+    "export": "a checkpoint as TorchScript or ONNX, checked against PyTorch: mlproj export ckpt_path=PATH format=onnx",
+    "serve": "serve a model over HTTP: mlproj serve MODEL_PATH [--host H] [--port P] [--max-upload-mb N]",
+    "demo": "drag-and-drop predictions in the browser (Gradio, the demo extra): mlproj demo MODEL_PATH",
+    "vertex": "train on Vertex AI: mlproj vertex submit [KEY=VALUE ...] --output-dir gs://... [--dry-run]",
+    "runs": "past training runs, newest first: mlproj runs [--sort METRIC] [--status S] [--json] [--logs DIR]",
+    "drift": "new images vs a run's training data: mlproj drift --reference RUN_DIR --images DIR [--output DIR]",
 }
+# Commands whose module is not mlproj.<command>.
+MODULES = {"vertex": "mlproj.cloud.vertex", "demo": "mlproj.serve.demo"}
 
 
 def usage() -> str:
@@ -25,7 +33,7 @@ def main() -> None:
         print((f"mlproj: unknown command {command!r}\n" if command else "") + usage(), file=sys.stderr)
         sys.exit(2)
     del sys.argv[1]  # the task sees its own overrides, as `python train.py ...` would
-    importlib.import_module(f"mlproj.{command}").main()
+    importlib.import_module(MODULES.get(command, f"mlproj.{command}")).main()
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-log = logging.getLogger(__name__)
+from mlproj.run_record import RUN_ID_FILE, run_name
 
-RUN_ID_FILE = "wandb_run_id"
+log = logging.getLogger(__name__)
 
 
 class AppendingWriter(ExperimentWriter):
@@ -73,6 +73,7 @@ def wandb_logger(
         log.warning("W&B: no API key configured, logging offline to %s/wandb (sync later with `wandb sync`)", run_path)
         offline = True
     return WandbLogger(
+        name=run_name(run_path),  # the name the run's first log line and `mlproj runs` show
         project=project,
         entity=entity,
         group=group,

@@ -15,20 +15,28 @@ from mlproj.checkpoints import (
     check_state_keys,
     checkpoint_classes,
     load_checkpoint,
+    mirror_dir,
     resolve_resume,
 )
+from mlproj.cloud.secrets import load_wandb_key
 from mlproj.entry import hydra_entry
+from mlproj.errors import ConfigError
+from mlproj.run_record import run_name
 from mlproj.stop_signals import StopSignals
+from mlproj.storage import is_remote
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the metrics a sweep optimises."""
+    load_wandb_key()  # on Vertex AI: the key named by WANDB_API_KEY_SECRET, from Secret Manager
     signals = StopSignals().install()  # SIGTERM/SIGINT from here on end the run cleanly
     runs_dir = Path(cfg.paths.log_dir).absolute() / "train" / "runs"
-    resume = resolve_resume(cfg.ckpt_path, Path(cfg.paths.output_dir).absolute(), runs_dir, cfg.experiment)
+    run_dir = Path(cfg.paths.output_dir).absolute()
+    resume = resolve_resume(cfg.ckpt_path, run_dir, checkpoint_dir(cfg), runs_dir, cfg.experiment)
     run_dir = continue_in(cfg, resume.run_dir)
+    log.info("run %s in %s", run_name(run_dir), run_dir)  # the name `mlproj runs` and summary.json show
 
     import lightning as L
 
@@ -43,11 +51,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule, model, trainer = build_run(cfg)  # bad config fails here, before anything is written
     signals.trainer = trainer
     if resume.ckpt_path:
-        checkpoint = load_checkpoint(resume.ckpt_path)
+        checkpoint = resume.checkpoint or load_checkpoint(resume.ckpt_path)
         check_classes_match(checkpoint_classes(checkpoint, resume.ckpt_path), datamodule.classes, resume.ckpt_path)
         check_state_keys(model.state_dict(), checkpoint, resume.ckpt_path)
 
-    record = RunRecord.start(run_dir, run_fields(cfg, datamodule, trainer, resume.ckpt_path))
+    record = RunRecord.start(
+        run_dir, run_fields(cfg, datamodule, trainer, resume.ckpt_path), mirror=mirror_dir(run_dir, checkpoint_dir(cfg))
+    )
     datamodule.write_manifest(run_dir / "manifest.csv")
     log_run_config(trainer, cfg, record.summary)
     with record.recording(trainer), closing_loggers():
@@ -66,6 +76,7 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any
     """The objects one run trains: the data (prepared and checked), a model sized to it, and the trainer."""
     from mlproj.callbacks.checkpoint_metadata import CheckpointMetadata
     from mlproj.checkpoint_io import AtomicCheckpointIO
+    from mlproj.cloud.cluster import cluster_plugins
 
     datamodule = build_datamodule(cfg.data)
     model = build(
@@ -86,7 +97,7 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any
         cfg.trainer,
         callbacks=[*instantiate_group(cfg.get("callbacks")), CheckpointMetadata(metadata), *extra_callbacks],
         logger=instantiate_group(cfg.get("logger")) or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg.trainer.num_nodes)],
     )
     return datamodule, model, trainer
 
@@ -101,6 +112,12 @@ def continue_in(cfg: DictConfig, run_dir: Path) -> Path:
     return run_dir
 
 
+def checkpoint_dir(cfg: DictConfig) -> str:
+    """paths.checkpoint_dir as an absolute local path or a URL (gs://...)."""
+    configured = str(cfg.paths.checkpoint_dir)
+    return configured if is_remote(configured) else str(Path(configured).absolute())
+
+
 def best_checkpoint(trainer: Any) -> str | None:
     """The best checkpoint when one was kept (not under fast_dev_run or without callbacks), else the current weights."""
     callback = trainer.checkpoint_callback
@@ -108,12 +125,16 @@ def best_checkpoint(trainer: Any) -> str | None:
 
 
 def run_fields(cfg: DictConfig, datamodule: Any, trainer: Any, resumed_from: str | None) -> dict[str, Any]:
+    from mlproj.data_version import data_version
+
     return {
         "experiment": cfg.experiment,
         "backbone": cfg.model.backbone,
         "run_dir": str(Path(cfg.paths.output_dir).absolute()),
+        "checkpoint_dir": checkpoint_dir(cfg),
         "batch_size": datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         "data_root": str(datamodule.root),
+        "data_version": data_version(datamodule.root, Path(cfg.paths.cache_dir)),
         "num_classes": datamodule.num_classes,
         "split_sizes": datamodule.split_sizes(),
         "test_split": datamodule.test_split,
@@ -124,12 +145,24 @@ def run_fields(cfg: DictConfig, datamodule: Any, trainer: Any, resumed_from: str
 def log_run_config(trainer: Any, cfg: DictConfig, summary: dict[str, Any]) -> None:
     """The resolved config plus the run's provenance, in every logger (W&B config, hparams.yaml, ...)."""
     config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    provenance = {k: summary[k] for k in ("git_commit", "git_dirty", "data_root", "batch_size", "test_split")}
+    keys = ("git_commit", "git_dirty", "data_root", "data_version", "batch_size", "test_split")
+    provenance = {k: summary[k] for k in keys}
     for logger in trainer.loggers:
         logger.log_hyperparams({**config, "run": provenance})
 
 
-main = hydra_entry("train", train)
+def train_for_sweeper(cfg: DictConfig) -> float | dict[str, float]:
+    """`train`, returning the one number `optimized_metric` names when set: what a Hydra sweeper (Optuna) optimises."""
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return metrics
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric={name} was not reported by this run: use one of {sorted(metrics)}")
+    return metrics[name]
+
+
+main = hydra_entry("train", train_for_sweeper)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The training image's entrypoint: `python train.py "$@"`, so container arguments are Hydra overrides.
+# With DVC_PULL=true it first fetches the DVC-tracked data (data.dvc) from the DVC remote. The image holds no
+# .git, and DVC refuses a repository initialised with git when .git is missing unless told to work without it.
+set -euo pipefail
+if [ "${DVC_PULL:-false}" = "true" ]; then
+    [ -d .git ] || dvc config --local core.no_scm true
+    dvc pull
+fi
+exec python train.py "$@"
