@@ -1,0 +1,61 @@
+"""`mlproj demo [MODEL_PATH] [--host H] [--port P]`: drag-and-drop predictions in the browser (Gradio).
+
+The same Predictor as the API, fed the uploaded file's own bytes (a file input, not an image one, so Gradio does
+not re-encode it): the demo answers what `POST /predict` answers. Gradio is the optional `demo` extra.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlproj.errors import ConfigError
+from mlproj.serve.command import load_predictor, parse_with_model
+
+if TYPE_CHECKING:
+    from mlproj.serve.predictor import Predictor
+
+
+def label_scores(predictor: "Predictor", path: str, top_k: int = 5) -> dict[str, float]:
+    """{label: probability} of the image file at `path`, the shape Gradio's Label output shows."""
+    from mlproj.serve.predictor import decode_upload
+
+    (predictions,) = predictor.top_k([decode_upload(Path(path).read_bytes())], top_k)
+    return {p.label: p.probability for p in predictions}
+
+
+def gradio() -> Any:
+    try:
+        import gradio
+    except ImportError as error:
+        raise ConfigError("mlproj demo needs Gradio: pip install -e '.[demo]'") from error
+    return gradio
+
+
+def build_demo(predictor: "Predictor") -> Any:
+    """A gr.Interface around `predictor`; `.launch()` serves it (never through a public share link)."""
+    gr = gradio()
+    card = predictor.card
+    return gr.Interface(
+        fn=lambda path: label_scores(predictor, path),
+        inputs=gr.File(label="image", file_types=["image"], type="filepath"),
+        outputs=gr.Label(num_top_classes=min(5, len(card.classes)), label="prediction"),
+        title=f"mlproj: {card.backbone}",
+        description=f"{len(card.classes)} classes; model {card.source} ({card.format})",
+        flagging_mode="never",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mlproj demo", description="Drag-and-drop predictions of a model (Gradio).")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")), help="default: $PORT or 7860")
+    args = parse_with_model(parser, sys.argv[1:] if argv is None else argv)
+    try:
+        gradio()  # before the model loads: a missing extra is said at once
+        demo = build_demo(load_predictor(args.model_path))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    demo.launch(server_name=args.host, server_port=args.port, share=False)
