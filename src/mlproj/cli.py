@@ -14,9 +14,10 @@ COMMANDS = {
     "vertex": "train on Vertex AI: mlproj vertex submit [KEY=VALUE ...] --output-dir gs://... [--dry-run]",
     "runs": "past training runs, newest first: mlproj runs [--sort METRIC] [--status S] [--json] [--logs DIR]",
     "drift": "new images vs a run's training data: mlproj drift --reference RUN_DIR --images DIR [--output DIR]",
+    "report": "one self-contained HTML page for a run, copied to reports/<run name>.html: mlproj report RUN_DIR",
 }
 # Commands whose module is not mlproj.<command>.
-MODULES = {"vertex": "mlproj.cloud.vertex", "demo": "mlproj.serve.demo"}
+MODULES = {"vertex": "mlproj.cloud.vertex", "demo": "mlproj.serve.demo", "report": "mlproj.reports.run_report"}
 
 
 def usage() -> str:

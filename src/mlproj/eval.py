@@ -1,4 +1,8 @@
-"""`python eval.py [experiment=NAME] ckpt_path=PATH`: test a checkpoint with train.py's own test code."""
+"""`python eval.py [experiment=NAME] ckpt_path=PATH`: test a checkpoint with train.py's own test code.
+
+The run dir gets the evaluation outputs (mlproj.evaluation.write_outputs): metrics.json, metrics.csv,
+predictions.csv and figures/.
+"""
 
 import logging
 from pathlib import Path
@@ -27,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from mlproj.console import tidy_lightning_logging
-    from mlproj.evaluation import run_test, write_metrics
+    from mlproj.evaluation import run_test
     from mlproj.models.classifier import ImageClassifier
 
     tidy_lightning_logging()
@@ -37,8 +41,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = ImageClassifier.from_checkpoint(checkpoint, ckpt_path)
     connect_preprocessing(datamodule, model)
     trainer = build(cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False)
-    metrics = run_test(trainer, model, datamodule, ckpt_path=None)
-    write_metrics(Path(cfg.paths.output_dir), {"ckpt_path": ckpt_path, "split": datamodule.test_split, **metrics})
+    metrics = run_test(trainer, model, datamodule, None, Path(cfg.paths.output_dir), weights_from=ckpt_path)
     log.info("%s on %s split: %s", ckpt_path, datamodule.test_split, {k: round(v, 4) for k, v in metrics.items()})
     return metrics
 

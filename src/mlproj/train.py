@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path, weights_only=True)
         record.update_from(trainer)
         if cfg.test and not trainer.interrupted:
-            record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer)))
+            record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer), run_dir))
     if trainer.is_global_zero:
         log.info("run dir %s: %s", run_dir, {k: round(v, 4) for k, v in record.metrics.items()})
     return record.metrics

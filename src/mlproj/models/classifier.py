@@ -161,13 +161,14 @@ class ImageClassifier(L.LightningModule):
 
     def _evaluate(
         self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, metrics: MetricCollection, stage: str
-    ) -> None:
+    ) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss_metric.update(self.eval_criterion(logits, labels), weight=len(labels))
         metrics.update(logits, labels)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_metrics, "val")
@@ -177,8 +178,9 @@ class ImageClassifier(L.LightningModule):
             self.val_acc_best.fill_(max(self.val_acc_best.item(), self.val_metrics["acc"].compute().item()))
         self.log("val/acc_best", self.val_acc_best, prog_bar=True)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_metrics, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The logits go to callbacks (mlproj.reports.predictions.TestPredictions keeps per-image results)."""
+        return self._evaluate(batch, self.test_loss, self.test_metrics, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch

@@ -1,0 +1,201 @@
+"""`mlproj report RUN_DIR`: one self-contained HTML page per run, to keep in git and share.
+
+Figures are embedded as PNG data, so the page is one file that opens anywhere. It shows what the run dir holds:
+the run and its config (summary.json, .hydra/config.yaml), the test metrics (metrics.json, metrics.csv), learning
+curves and epoch times (csv/metrics.csv), the confusion matrix and the misclassified grid (figures/), and the
+learning-rate finder's plot (lr_find.png) when there is one.
+"""
+
+import argparse
+import base64
+import csv
+import io
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from mlproj.errors import ConfigError
+
+SUMMARY_FIELDS = (
+    ("status", "status"),
+    ("experiment", "experiment"),
+    ("backbone", "backbone"),
+    ("started_at", "started"),
+    ("ended_at", "ended"),
+    ("epochs_completed", "epochs"),
+    ("batch_size", "global batch"),
+    ("tuned_lr", "tuned learning rate"),
+    ("data_root", "data"),
+    ("split_sizes", "split sizes"),
+    ("test_split", "tested on"),
+    ("best_checkpoint", "best checkpoint"),
+    ("git_commit", "git commit"),
+    ("git_dirty", "uncommitted changes"),
+)
+TEST_METRICS = (
+    ("test/acc", "top-1"),
+    ("test/acc_top5", "top-5"),
+    ("test/loss", "loss"),
+    ("test/precision_macro", "precision (macro)"),
+    ("test/recall_macro", "recall (macro)"),
+    ("test/f1_macro", "F1 (macro)"),
+)
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0; } .subtitle { color: #666; margin-top: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { padding: 2px 10px; border-bottom: 1px solid #ddd; }
+th { text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def png_data(source: Path | Any) -> str:
+    """A `data:` URI of a PNG file, or of a matplotlib figure rendered now."""
+    if isinstance(source, Path):
+        data = source.read_bytes()
+    else:
+        buffer = io.BytesIO()
+        source.savefig(buffer, format="png", dpi=90)
+        data = buffer.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def image(source: Path | Any, alt: str) -> str:
+    return f'<img src="{png_data(source)}" alt="{escape(alt)}">'
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f'<td class="num">{value:.4f}</td>'
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f'<td class="num">{value}</td>'
+        return f"<td>{escape(str(value))}</td>"
+
+    head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def run_section(run_dir: Path, summary: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The run's facts from summary.json (an eval run dir has metrics.json's checkpoint and split instead), and
+    the resolved config."""
+    facts = {"run dir": str(run_dir.absolute())}
+    facts |= {label: summary[key] for key, label in SUMMARY_FIELDS if summary.get(key) is not None}
+    if not summary:
+        facts |= {"checkpoint": metrics.get("ckpt_path"), "tested on": metrics.get("split")}
+    facts = {
+        label: ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+        for label, value in facts.items()
+        if value is not None
+    }
+    # Hydra's copy, else the CSV logger's (runs made without Hydra's output subdir, or in-process).
+    configs = [
+        path for path in (run_dir / ".hydra" / "config.yaml", run_dir / "csv" / "hparams.yaml") if path.is_file()
+    ]
+    resolved = (
+        f"<details><summary>resolved config ({configs[0].relative_to(run_dir)})</summary>"
+        f"<pre>{escape(configs[0].read_text())}</pre></details>"
+        if configs
+        else ""
+    )
+    return table(list(facts.items())) + resolved
+
+
+def metrics_section(run_dir: Path, metrics: dict[str, Any]) -> str:
+    overall = [(label, float(metrics[key])) for key, label in TEST_METRICS if key in metrics]
+    text = f"<p>{metrics.get('images', '?')} images of the {escape(str(metrics.get('split', 'test')))} split</p>"
+    per_class = run_dir / "metrics.csv"
+    if per_class.is_file():
+        with per_class.open(newline="") as handle:
+            rows = [
+                [row["class"], int(row["support"]), *(float(row[m]) for m in ("precision", "recall", "f1"))]
+                for row in csv.DictReader(handle)
+            ]
+        text += "<h3>per class</h3>" + table(rows, ["class", "images", "precision", "recall", "F1"])
+    return table(overall, ["metric", "value"]) + text
+
+
+def sections(run_dir: Path) -> list[tuple[str, str, str]]:
+    """(id, title, HTML) for each part the run dir has the files for."""
+    from mlproj.reports.curves import curves_figure, epoch_history, epoch_times_figure
+
+    summary = read_json(run_dir / "summary.json")
+    metrics = read_json(run_dir / "metrics.json")
+    parts = [("run", "Run", run_section(run_dir, summary, metrics))]
+    if metrics:
+        parts.append(("metrics", "Test metrics", metrics_section(run_dir, metrics)))
+    history_file = run_dir / "csv" / "metrics.csv"
+    history = epoch_history(history_file) if history_file.is_file() else {}
+    if any(column.startswith(("train/", "val/")) for column in history):
+        parts.append(("curves", "Learning curves", image(curves_figure(history), "learning curves")))
+    if "time/epoch_s" in history:
+        parts.append(("epoch-times", "Epoch times", image(epoch_times_figure(history["time/epoch_s"]), "epoch times")))
+    figures = (
+        ("confusion", "Confusion matrix", run_dir / "figures" / "confusion_matrix.png"),
+        ("misclassified", "Most confidently misclassified", run_dir / "figures" / "misclassified.png"),
+        ("lr-finder", "Learning-rate finder", run_dir / "lr_find.png"),
+    )
+    parts += [(key, title, image(path, title)) for key, title, path in figures if path.is_file()]
+    return parts
+
+
+def render(run_dir: Path) -> tuple[str, str]:
+    """(run name, page): summary.json's name, else the name the run dir gives (eval runs have no summary)."""
+    from mlproj.run_record import run_name
+
+    if not ((run_dir / "summary.json").is_file() or (run_dir / "metrics.json").is_file()):
+        raise ConfigError(
+            f"RUN_DIR={run_dir} is not a run dir (no summary.json or metrics.json): give a training run dir such as"
+            " logs/train/runs/<time> (`mlproj runs --json` lists them) or an eval run dir"
+        )
+    name = read_json(run_dir / "summary.json").get("name") or run_name(run_dir)
+    parts = sections(run_dir)
+    contents = " · ".join(f'<a href="#{key}">{escape(title)}</a>' for key, title, _ in parts)
+    body = "".join(f'<section id="{key}"><h2>{escape(title)}</h2>{html}</section>' for key, title, html in parts)
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(name)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{escape(name)}</h1>"
+        f'<p class="subtitle">mlproj run report · {contents}</p>{body}</body></html>\n'
+    )
+    return name, page
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mlproj report",
+        description="Write RUN_DIR/report.html, one self-contained page (figures embedded), and a copy as "
+        "COPY_TO/<run name>.html to commit and share.",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training (or eval) run dir")
+    parser.add_argument(
+        "--copy-to", type=Path, default=Path("reports"), metavar="DIR", help="where the copy goes (default: reports)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        name, page = render(args.run_dir)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    written = args.run_dir / "report.html"
+    written.write_text(page)
+    args.copy_to.mkdir(parents=True, exist_ok=True)
+    copy = args.copy_to / f"{name}.html"
+    shutil.copyfile(written, copy)
+    print(f"wrote {written} and {copy}")
+
+
+if __name__ == "__main__":
+    main()
