@@ -62,6 +62,19 @@ def test_each_checkpoint_keeps_its_predecessor_and_holds_the_random_states(pics:
     assert checkpoint_step(previous) <= checkpoint_step(last)
 
 
+def test_a_resumed_run_ends_with_the_same_last_checkpoint(pics: Path, train_in_process) -> None:
+    """Lightning's ModelCheckpoint writes last.ckpt at the end of training only in a process that saved none, so a
+    resumed run used to end with another file (epoch counter and metric states past the epoch's end)."""
+    _, run_dir = train_in_process(f"data.root={pics}", *QUICK, "trainer.max_epochs=2")
+    finished = torch.load(run_dir / "checkpoints" / LAST, map_location="cpu", weights_only=True)
+    _, resumed_dir = train_in_process(f"data.root={pics}", *QUICK, "trainer.max_epochs=2", "ckpt_path=last")
+    assert resumed_dir == run_dir
+    resumed = torch.load(run_dir / "checkpoints" / LAST, map_location="cpu", weights_only=True)
+    assert finished["epoch"] == resumed["epoch"] == 2 and finished["global_step"] == resumed["global_step"]
+    assert finished["state_dict"].keys() == resumed["state_dict"].keys()
+    assert all(torch.equal(finished["state_dict"][k], resumed["state_dict"][k]) for k in finished["state_dict"])
+
+
 def test_a_truncated_last_checkpoint_falls_back_to_the_one_before(
     pics: Path, train_in_process, tmp_path: Path, caplog
 ) -> None:

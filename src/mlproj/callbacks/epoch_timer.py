@@ -6,8 +6,14 @@ import lightning as L
 
 
 class EpochTimer(L.Callback):
+    """A run resumed mid-epoch gets no epoch start: its first epoch is timed from the resume (the time before the
+    stop is not known here)."""
+
     def __init__(self) -> None:
         self.started = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()

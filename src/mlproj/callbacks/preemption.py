@@ -70,6 +70,16 @@ class Preemption(L.Callback):
         if periodic or trainer.received_sigterm or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.save(trainer)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The finished state (last validation done, epoch counters advanced), which a longer run resumes from.
+
+        Written whether or not a stop came in between: Lightning's ModelCheckpoint writes `last.ckpt` here only in a
+        process that has not saved one yet, so without this a resumed run would end with a different file than the
+        same run left alone. A stop signal never reaches here (it ends fit through on_exception).
+        """
+        trainer.save_checkpoint(self.last_path)
+        self._saved_at = trainer.global_step
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """A stop during validation: the checkpoint after the epoch's last batch is already there."""
         if isinstance(exception, SIGTERMException):
