@@ -30,7 +30,9 @@ def write_digits(root: Path) -> None:
     for index, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
         folder = staging / str(label)
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png", optimize=False)
+        # Stored, not compressed: deflate's output differs between zlib builds (zlib, zlib-ng in newer Pillow
+        # wheels), stored blocks do not, so `make data` gives the bytes data.dvc records on any machine.
+        Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png", compress_level=0)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         staging.rename(root)
