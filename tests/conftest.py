@@ -133,6 +133,21 @@ def compose(config_name: str, overrides: Sequence[str], output_dir: Path) -> Any
     return cfg
 
 
+def train_tiny(tmp: Path, per_class: int = 6) -> tuple[Path, Path]:
+    """A resnet10t trained for a few batches on generated class folders under `tmp`: what exports, servers and
+    reports need is a real checkpoint, not a good one. Returns (images, run dir)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mlproj.train import train
+
+    images = make_image_folder(tmp / "pics", per_class=per_class)
+    run_dir = tmp / "logs" / "run"
+    quick = ["data=imagefolder", "model.backbone=resnet10t", "data.image_size=32", "data.num_workers=0", "debug=limit"]
+    train(compose("train", [*quick, "trainer.max_epochs=1", "test=false", f"data.root={images}"], run_dir))
+    GlobalHydra.instance().clear()
+    return images, run_dir
+
+
 def run_cli(
     script: str, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:

@@ -9,24 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, compose, make_image_folder, requires_shared_data
+from conftest import SHARED_DATA, compose, make_image_folder, requires_shared_data, train_tiny
 
 MLPROJ = str(Path(sys.executable).parent / "mlproj")
-TINY = ["data=imagefolder", "model.backbone=resnet10t", "data.image_size=32", "data.num_workers=0", "debug=limit"]
-TINY += ["trainer.max_epochs=1", "test=false"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mlproj.train import train
-
-    tmp = tmp_path_factory.mktemp("export")
-    images = make_image_folder(tmp / "pics", per_class=8)
-    run_dir = tmp / "logs" / "run"
-    train(compose("train", [*TINY, f"data.root={images}"], run_dir))
-    GlobalHydra.instance().clear()
+    _, run_dir = train_tiny(tmp_path_factory.mktemp("export"), per_class=8)
     return run_dir / "checkpoints" / "last.ckpt"
 
 

@@ -19,12 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, compose, make_image_folder
+from conftest import ROOT, compose, train_tiny
 
 MLPROJ = str(Path(sys.executable).parent / "mlproj")
-# One short epoch: the server needs a checkpoint, not a good one.
-TINY = ["data=imagefolder", "model.backbone=resnet10t", "data.image_size=32", "data.num_workers=0", "debug=limit"]
-TINY += ["trainer.max_epochs=1", "test=false"]
 MAX_UPLOAD_MB = 0.05  # 52 kB: the test images are a few kB, so an upload over it is cheap to send
 BOUNDARY = "mlproj-test-boundary"
 
@@ -99,12 +96,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     from hydra.core.global_hydra import GlobalHydra
 
     from mlproj.export.task import export
-    from mlproj.train import train
 
     tmp = tmp_path_factory.mktemp("serve")
-    images = make_image_folder(tmp / "pics", per_class=6)
-    run_dir = tmp / "logs" / "run"
-    train(compose("train", [*TINY, f"data.root={images}"], run_dir))
+    images, run_dir = train_tiny(tmp)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     exported = {
         fmt: export(compose("export", [f"ckpt_path={checkpoint}", f"format={fmt}", f"input={images}"], tmp / fmt))

@@ -24,8 +24,13 @@ CHUNK = 1 << 20
 
 
 def folder_files(root: Path) -> list[Path]:
-    """Every file under `root`, as DVC sees the folder (hidden files included, symlinks followed)."""
-    return sorted(Path(folder) / name for folder, _, names in os.walk(root, followlinks=True) for name in names)
+    """Every readable file under `root`, as DVC sees the folder (hidden files included, symlinks followed).
+
+    Broken links, symlink loops and unreadable files are left out, as the image checks reject them: a run on such a
+    folder still records a version (one DVC itself could not compute until the folder is cleaned).
+    """
+    found = (Path(folder) / name for folder, _, names in os.walk(root, followlinks=True) for name in names)
+    return sorted(path for path in found if path.is_file() and os.access(path, os.R_OK))
 
 
 def file_md5(path: Path) -> str:

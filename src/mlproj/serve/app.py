@@ -4,7 +4,6 @@ Every client mistake (no image, a broken one, an empty or oversized upload, a wr
 `{"detail": "..."}` naming the problem, and the server goes on answering.
 """
 
-import threading
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -38,9 +37,6 @@ def create_app(predictor: "Predictor", max_upload_mb: float = 10) -> FastAPI:
     metrics = ServeMetrics({"/predict", "/health", "/metadata", "/metrics"})
     max_bytes = int(max_upload_mb * MB)
     too_large = f"over the {max_upload_mb:g} MB upload limit (mlproj serve --max-upload-mb)"
-    # Decoding runs in parallel worker threads; the model runs one batch at a time, since the threads of torch
-    # already use every core: concurrent forward passes only thrash, and every waiting request finishes late.
-    model_turn = threading.Lock()
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Any) -> Response:
@@ -84,8 +80,7 @@ def create_app(predictor: "Predictor", max_upload_mb: float = 10) -> FastAPI:
                 images.append(decode_upload(upload.file.read()))
             except BadImageError as error:
                 raise HTTPException(error.status, f"{upload.filename}: {error}") from error
-        with model_turn:
-            answers = predictor.top_k(images, top_k)
+        answers = predictor.top_k(images, top_k)
         for predictions in answers:
             metrics.predicted(predictions[0].label)
         return {
