@@ -30,6 +30,9 @@ DATA_CONFIG = {
 # No test may reach the network: the hub fails fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# gcsfs reads this once, when first imported (Lightning imports it during any training run when it is installed);
+# its default probes every bucket for hierarchical namespaces, which the GCS emulator answers only after timeouts.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 32), seed: int = 0) -> Path:
