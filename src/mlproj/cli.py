@@ -1,4 +1,5 @@
-"""`mlproj COMMAND [overrides]`: one command for the Hydra tasks, each imported only when asked for."""
+"""`mlproj COMMAND ...`: the Hydra tasks (KEY=VALUE overrides) and the utilities around them (their own flags),
+each imported only when asked for."""
 
 import importlib
 import sys
