@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from mlproj.data.validate import fingerprint
+from mlproj.data.fingerprint import fingerprint
+from mlproj.storage import write_text
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,7 @@ def dvc_folder_hash(root: Path, cache_dir: Path | None = None) -> str:
     entries.sort(key=lambda entry: entry["relpath"])
     value = hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
     if record is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-        tmp.write_text(value + "\n")
-        tmp.replace(record)
+        write_text(record, value + "\n")
     return value
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlproj import __version__
+from mlproj.storage import read_text, write_json, write_text
 
 SUMMARY = "summary.json"
 RUN_ID_FILE = "wandb_run_id"  # the W&B run a run dir logs to (mlproj.loggers), kept so a resume continues it
@@ -88,7 +89,7 @@ def pid_replaced(pid: int, started_at: str) -> bool:
 def run_process_alive(summary: dict[str, Any]) -> bool | None:
     """Whether the process that wrote a `running` summary still runs: None when it ran on another host (nothing
     here can tell), False when its pid is gone, is this process (a restarted container often gets pid 1 again)
-    or now belongs to a process started after the run. One answer for resuming (mlproj.checkpoints) and for
+    or now belongs to a process started after the run. One answer for resuming (mlproj.resume) and for
     listing runs (mlproj.runs), which differ only in what they make of None."""
     if summary.get("host") != socket.gethostname():
         return None
@@ -117,12 +118,10 @@ def discard_unused_run_dir(run_dir: Path) -> None:
 
 def read_summary(records: str | Path) -> dict[str, Any] | None:
     """The summary.json in a run dir, or in a checkpoint dir elsewhere (any fsspec location), if readable."""
-    from mlproj.storage import is_remote, read_text
-
+    text = read_text(f"{records}/{SUMMARY}")
     try:
-        text = read_text(f"{records}/{SUMMARY}") if is_remote(str(records)) else (Path(records) / SUMMARY).read_text()
-        return json.loads(text or "")
-    except (OSError, ValueError):
+        return json.loads(text) if text is not None else None
+    except ValueError:
         return None
 
 
@@ -165,15 +164,9 @@ class RunRecord:
     def write(self) -> None:
         if not is_main_process():
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.summary, indent=2, default=str) + "\n"
-        tmp = self.run_dir / f".{SUMMARY}.tmp"
-        tmp.write_text(text)
-        tmp.replace(self.run_dir / SUMMARY)
+        write_json(self.run_dir / SUMMARY, self.summary)
         if self.mirror:
-            from mlproj.storage import write_text
-
-            write_text(f"{self.mirror}/{SUMMARY}", text)
+            write_json(f"{self.mirror}/{SUMMARY}", self.summary)
             run_id = self.run_dir / RUN_ID_FILE
             if run_id.is_file():
                 write_text(f"{self.mirror}/{RUN_ID_FILE}", run_id.read_text())

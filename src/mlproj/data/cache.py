@@ -6,14 +6,12 @@ data sets hold in memory and batch without loader workers.
 
 On disk, `<cache_dir>/pixels/<key>/` holds `pixels.u8` (all images back to back), `index.npy` (offset, height,
 width per image) and `labels.npy`. The key is a fingerprint of the file list (paths, sizes, modification times)
-and of the cache parameters; a cache is built under a temporary name and renamed into place, so a half-written one
-is never read.
+and of the cache parameters; a cache is built in a staging folder and renamed into place (mlproj.storage.atomic_dir),
+so a half-written one is never read.
 """
 
 import hashlib
 import logging
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from mlproj.data.fingerprint import fingerprint
 from mlproj.data.transforms import to_rgb
-from mlproj.data.validate import fingerprint
 from mlproj.parallel import parallel_map
+from mlproj.storage import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +121,8 @@ def cached_pixels(
     folder = cache_dir / "pixels" / cache_key(paths, short_side)
     if (folder / "index.npy").is_file():
         return CachedPixels(folder), True
-    staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     index = np.zeros((len(paths), 3), dtype=np.int64)
-    try:
+    with atomic_dir(folder) as staging:  # another process finishing the same cache first keeps theirs
         with (staging / "pixels.u8").open("wb") as out:
             offset = 0
             for i, pixels in enumerate(
@@ -138,15 +134,6 @@ def cached_pixels(
         if labels is not None:
             np.save(staging / "labels.npy", np.asarray(labels, dtype=np.int64))
         np.save(staging / "index.npy", index)  # last: its presence marks a complete cache
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    try:
-        staging.rename(folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (folder / "index.npy").is_file():  # else another process finished the same cache first
-            raise
     pixels = CachedPixels(folder)
     log.info(
         "cached %d images at short side %d px in %s (%.1f MB)", len(paths), short_side, folder, pixels.nbytes / 1e6

@@ -5,14 +5,13 @@ every machine, and then read like any user's folder of images.
 """
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mlproj.data.imagefolder import ImageFolderDataModule
+from mlproj.storage import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +24,14 @@ def write_digits(root: Path) -> None:
 
     digits = load_digits()
     pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    staging = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    for index, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
-        folder = staging / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Stored, not compressed: deflate's output differs between zlib builds (zlib, zlib-ng in newer Pillow
-        # wheels), stored blocks do not, so `make data` gives the bytes data.dvc records on any machine.
-        Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png", compress_level=0)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        staging.rename(root)
-        log.info("wrote %d digit images to %s", len(pixels), root)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another process finished first
-        if not root.is_dir():
-            raise
+    with atomic_dir(root) as staging:  # another process finishing first keeps theirs
+        for index, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
+            folder = staging / str(label)
+            folder.mkdir(exist_ok=True)
+            # Stored, not compressed: deflate's output differs between zlib builds (zlib, zlib-ng in newer Pillow
+            # wheels), stored blocks do not, so `make data` gives the bytes data.dvc records on any machine.
+            Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png", compress_level=0)
+    log.info("wrote %d digit images to %s", len(pixels), root)
 
 
 class DigitsDataModule(ImageFolderDataModule):

@@ -1,6 +1,5 @@
 """Stratified, seeded splits and the manifest that records them."""
 
-import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +8,7 @@ import numpy as np
 
 from mlproj.data.samples import Samples
 from mlproj.errors import ConfigError
+from mlproj.storage import write_csv
 
 
 def check_fraction(key: str, value: float) -> float:
@@ -45,17 +45,6 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
 
 def relative_to(path: str, root: Path | None) -> str:
     return str(Path(path).relative_to(root)) if root is not None and Path(path).is_relative_to(root) else path
-
-
-def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> None:
-    """Whole or not at all: a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
 
 
 def write_manifest(

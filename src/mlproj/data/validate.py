@@ -15,13 +15,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mlproj.data.fingerprint import fingerprint
 from mlproj.data.samples import Samples
-from mlproj.data.splits import write_csv
 from mlproj.parallel import SERIAL_BELOW, parallel_map
+from mlproj.storage import write_csv
 
 log = logging.getLogger(__name__)
-
-CHECKS_VERSION = 1  # bump when check_image's verdicts change, so recorded checks are redone
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,11 @@ class ImageCheck:
 
 
 def check_image(path: str) -> ImageCheck:
-    """Decode the whole file (not just the header): truncation only shows when the pixels are read."""
+    """Decode the whole file (not just the header): truncation only shows when the pixels are read.
+
+    Its verdicts are recorded per file list (`checked_images`): a change to them bumps
+    mlproj.data.fingerprint.CHECKS_VERSION, so recorded checks are redone.
+    """
     try:
         size = os.stat(path).st_size
     except OSError as error:
@@ -72,20 +75,8 @@ def check_images(
     return list(parallel_map(check_image, paths, workers, serial_below))
 
 
-def fingerprint(paths: list[str]) -> str:
-    """Changes when any file is added, removed, resized or touched, or when the checks themselves change."""
-    digest = hashlib.sha1(f"checks-v{CHECKS_VERSION}\n".encode())
-    for path in paths:
-        try:
-            stat = os.stat(path)
-            digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        except OSError as error:
-            digest.update(f"{path}\t{error.errno}\n".encode())
-    return digest.hexdigest()[:20]
-
-
 def read_checks(record: Path) -> list[ImageCheck]:
-    with record.open(newline="") as handle:
+    with record.open(newline="", encoding="utf-8") as handle:
         return [
             ImageCheck(
                 row["path"],
@@ -113,7 +104,7 @@ def checked_images(
         return read_checks(record), True
     checks = check_images(paths, workers)
     fields = ("path", "width", "height", "size", "digest", "error")
-    write_csv(record, list(fields), ([getattr(c, f) or "" for f in fields] for c in checks))
+    write_csv(record, fields, ([getattr(c, f) or "" for f in fields] for c in checks))
     return checks, False
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from mlproj.data.splits import write_csv
 from mlproj.reports.predictions import TestResult
+from mlproj.storage import write_csv
 
 PER_CLASS = ("precision", "recall", "f1")
 

@@ -7,7 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from mlproj.data.splits import relative_to, write_csv
+from mlproj.data.splits import relative_to
+from mlproj.storage import write_csv
 
 
 @dataclass(frozen=True)
