@@ -1,14 +1,18 @@
 """Bad input fails before training with one line naming the value and the fix, and leaves nothing behind."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from mlproj.cli import one_line_errors
 from mlproj.errors import ConfigError
 
 from conftest import compose, make_image_folder, run_cli
 
 QUICK = ["debug=limit", "data.num_workers=0"]
+MLPROJ = str(Path(sys.executable).with_name("mlproj"))  # the console script `pip install -e .` made
 
 
 def folder_args(root: Path) -> list[str]:
@@ -53,6 +57,51 @@ def test_the_command_line_gets_exit_status_2_and_no_traceback(tmp_path: Path) ->
         " class folders (or train/ and val/ folders of class folders), or run `dvc pull`"
     ]
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs" / "train" / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["report", "{tmp}"], "RUN_DIR={tmp} is not a run dir"),
+        (["drift", "--reference", "{tmp}/nowhere", "--images", "{tmp}"], "--reference {tmp}/nowhere"),
+    ],
+)
+def test_a_command_with_its_own_flags_ends_the_same_way(args: list[str], named: str, tmp_path: Path) -> None:
+    """Not only the Hydra tasks: `mlproj report`, `mlproj drift` and the rest end in one line and exit status 2."""
+    command = [MLPROJ, *(arg.format(tmp=tmp_path) for arg in args)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and named.format(tmp=tmp_path) in line
+
+
+def test_ctrl_c_is_one_word_and_exit_status_130_after_the_cleanup(capsys: pytest.CaptureFixture[str]) -> None:
+    cleaned: list[str] = []
+    with pytest.raises(SystemExit) as stopped, one_line_errors(cleanup=lambda: cleaned.append("run dir")):
+        raise KeyboardInterrupt
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert cleaned == ["run dir"]
+
+
+def test_a_config_error_wrapped_by_another_is_found_and_a_bug_keeps_its_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cleaned: list[str] = []
+    with pytest.raises(SystemExit) as stopped, one_line_errors(cleanup=lambda: cleaned.append("run dir")):
+        try:
+            raise ConfigError("data.root=/nowhere does not exist")
+        except ConfigError as error:
+            raise RuntimeError("Error in call to target 'mlproj.data.ImageFolderDataModule'") from error
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: data.root=/nowhere does not exist\n"
+
+    with pytest.raises(ValueError, match="a bug"), one_line_errors(cleanup=lambda: cleaned.append("again")):
+        raise ValueError("a bug")
+    with pytest.raises(SystemExit) as stopped, one_line_errors(cleanup=lambda: cleaned.append("again")):
+        raise SystemExit(143)  # a stop signal's own status (mlproj.stop_signals) is kept
+    assert stopped.value.code == 143
+    assert cleaned == ["run dir"] and capsys.readouterr().err == ""
 
 
 def test_a_checkpoint_of_other_classes_is_refused(tmp_path: Path, digits_root: Path, train_in_process) -> None:

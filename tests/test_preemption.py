@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlproj.checkpoints import LAST, PREVIOUS, resolve_resume
+from mlproj import __version__
+from mlproj.checkpoints import LAST, PREVIOUS
+from mlproj.resume import resolve_resume
 
 from conftest import ROOT, make_image_folder, run_cli
 
@@ -133,7 +135,7 @@ def test_checkpoints_of_another_version_or_with_missing_weights_fail_in_one_line
     result = run_cli("eval", [f"ckpt_path={tmp_path / 'old.ckpt'}", f"hydra.run.dir={tmp_path / 'e1'}"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: ckpt_path={tmp_path / 'old.ckpt'} was written by mlproj 0.0.1, this is 0.1.0:"
+        f"error: ckpt_path={tmp_path / 'old.ckpt'} was written by mlproj 0.0.1, this is {__version__}:"
         " use mlproj 0.0.1 (git checkout its commit) or train again"
     ]
 
@@ -154,7 +156,7 @@ def test_sigterm_before_training_ends_the_process_without_a_traceback(pics: Path
     script = (
         "import os, signal, sys; sys.argv = sys.argv[:1] + sys.argv[2:];"
         " from mlproj import build; real = build.build_datamodule;"
-        " build.build_datamodule = lambda data: (os.kill(os.getpid(), signal.SIGTERM), real(data))[1];"
+        " build.build_datamodule = lambda *a: (os.kill(os.getpid(), signal.SIGTERM), real(*a))[1];"
         " import mlproj.train as t; t.build_datamodule = build.build_datamodule; t.main()"
     )
     started = time.perf_counter()

@@ -186,11 +186,12 @@ def test_report_shows_the_lr_finder_plot_when_the_run_has_one(digits_run: Path, 
     assert png == (run_dir / "lr_find.png").read_bytes()
 
 
-def test_report_of_a_folder_that_is_no_run_is_one_line(tmp_path: Path, capsys) -> None:
-    from mlproj.reports.run_report import main
+def test_report_of_a_folder_that_is_no_run_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from mlproj.cli import main
 
+    monkeypatch.setattr("sys.argv", ["mlproj", "report", str(tmp_path)])
     with pytest.raises(SystemExit) as stopped:
-        main([str(tmp_path)])
+        main()
     assert stopped.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: RUN_DIR={tmp_path} is not a run dir")

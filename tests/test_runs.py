@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mlproj.checkpoints import interrupted_run
+from mlproj.resume import interrupted_run
 from mlproj.run_record import RunRecord, run_name
 
 MLPROJ = str(Path(sys.executable).with_name("mlproj"))  # the console script `pip install -e .` made

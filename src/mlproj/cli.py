@@ -1,8 +1,15 @@
 """`mlproj COMMAND ...`: the Hydra tasks (KEY=VALUE overrides) and the utilities around them (their own flags),
-each imported only when asked for."""
+each imported only when asked for, and all ending the same way on a mistake (`one_line_errors`).
+
+Light on purpose: `--help` and `--cfg job` import it (and mlproj.entry imports it) before torch or Lightning.
+"""
 
 import importlib
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from mlproj.errors import find_config_error
 
 COMMANDS = {
     "prepare": "scan the data, check every file decodes, write manifest and rejected-files report",
@@ -21,6 +28,31 @@ COMMANDS = {
 MODULES = {"vertex": "mlproj.cloud.vertex", "demo": "mlproj.serve.demo", "report": "mlproj.reports.run_report"}
 
 
+@contextmanager
+def one_line_errors(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """How every mlproj command ends on a mistake or Ctrl+C.
+
+    A ConfigError anywhere in an exception's chain (Hydra's instantiate wraps them) becomes `error: <message>` on
+    stderr and exit status 2; Ctrl+C (KeyboardInterrupt) becomes `interrupted` and exit status 130. `cleanup` runs
+    first in both cases. Any other exception is a bug and keeps its traceback; SystemExit passes through untouched.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        if cleanup is not None:
+            cleanup()
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        config_error = find_config_error(error)
+        if config_error is None:
+            raise
+        if cleanup is not None:
+            cleanup()
+        print(f"error: {config_error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def usage() -> str:
     lines = [f"  {name:<8} {meaning}" for name, meaning in COMMANDS.items()]
     return "usage: mlproj COMMAND [KEY=VALUE ...] [--help]\n\ncommands:\n" + "\n".join(lines)
@@ -35,7 +67,8 @@ def main() -> None:
         print((f"mlproj: unknown command {command!r}\n" if command else "") + usage(), file=sys.stderr)
         sys.exit(2)
     del sys.argv[1]  # the task sees its own overrides, as `python train.py ...` would
-    importlib.import_module(MODULES.get(command, f"mlproj.{command}")).main()
+    with one_line_errors():
+        importlib.import_module(MODULES.get(command, f"mlproj.{command}")).main()
 
 
 if __name__ == "__main__":

@@ -212,31 +212,28 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """`mlproj vertex submit`; a ConfigError ends as one line through mlproj.cli.one_line_errors."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        image = args.image or default_image(args.project, args.region, args.repo)
-        display_name = args.display_name or default_display_name(args.overrides)
-        request = JobRequest(
-            overrides=tuple(args.overrides),
-            image=image,
-            output_dir=args.output_dir,
-            display_name=display_name,
-            machine_type=args.machine_type,
-            accelerator=args.accelerator,
-            gpus=args.gpus,
-            nodes=args.nodes,
-            spot=args.spot,
-            timeout_hours=args.timeout_hours,
-            wandb_secret=args.wandb_secret,
-            service_account=args.service_account,
-            dvc_pull=args.dvc_pull,
-        )
-        spec = job_spec(request)
-        if args.dry_run:
-            print(spec_yaml(spec, display_name, args.project, args.region), end="")
-            return
-        name = submit(spec, display_name, args.project, args.region)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    image = args.image or default_image(args.project, args.region, args.repo)
+    display_name = args.display_name or default_display_name(args.overrides)
+    request = JobRequest(
+        overrides=tuple(args.overrides),
+        image=image,
+        output_dir=args.output_dir,
+        display_name=display_name,
+        machine_type=args.machine_type,
+        accelerator=args.accelerator,
+        gpus=args.gpus,
+        nodes=args.nodes,
+        spot=args.spot,
+        timeout_hours=args.timeout_hours,
+        wandb_secret=args.wandb_secret,
+        service_account=args.service_account,
+        dvc_pull=args.dvc_pull,
+    )
+    spec = job_spec(request)
+    if args.dry_run:
+        print(spec_yaml(spec, display_name, args.project, args.region), end="")
+        return
+    name = submit(spec, display_name, args.project, args.region)
     print(f"submitted {name}\nfollow it with: gcloud ai custom-jobs stream-logs {name}")

@@ -11,7 +11,6 @@ import base64
 import csv
 import io
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from html import escape
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlproj.errors import ConfigError
+from mlproj.storage import write_text
 
 SUMMARY_FIELDS = (
     ("status", "status"),
@@ -183,19 +183,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """`mlproj report`; a ConfigError ends as one line through mlproj.cli.one_line_errors."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        name, page = render(args.run_dir)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    written = args.run_dir / "report.html"
-    written.write_text(page)
-    args.copy_to.mkdir(parents=True, exist_ok=True)
-    copy = args.copy_to / f"{name}.html"
-    shutil.copyfile(written, copy)
+    name, page = render(args.run_dir)
+    written, copy = args.run_dir / "report.html", args.copy_to / f"{name}.html"
+    for path in (written, copy):
+        write_text(path, page)
     print(f"wrote {written} and {copy}")
 
 
 if __name__ == "__main__":
-    main()
+    from mlproj.cli import one_line_errors
+
+    with one_line_errors():
+        main()
