@@ -93,6 +93,7 @@ def ours(root: Path, size: int, batch: int, workers: int, cache: Path) -> tuple[
         cache_short_side=size if small else 256,
     )
     datamodule.prepare_data()
+    datamodule.load()
     datamodule.configure_preprocessing(data_config(size, 1.0 if small else 0.875))
     return datamodule.train_dataloader(), datamodule.batch_transforms["train"]
 

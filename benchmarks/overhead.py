@@ -124,8 +124,7 @@ def run_plain(
     from mlproj.build import build_datamodule
 
     torch.manual_seed(cfg.seed)
-    datamodule = build_datamodule(cfg.data)
-    datamodule.configure_preprocessing(data_config)
+    datamodule = build_datamodule(cfg.data, data_config)
     loader = datamodule.train_dataloader()
     to_training_batch = datamodule.batch_transforms["train"]  # uint8 -> augmented, normalised float (on the device)
     model = timm.create_model(cfg.model.backbone, num_classes=datamodule.num_classes, pretrained=False)
@@ -145,14 +144,14 @@ def run_plain(
 
 
 def setup_summary(cfg: Any) -> tuple[dict[str, Any], int, str]:
-    """The model's data config, batches per epoch and optimizer class of our side, to mirror on the plain side."""
+    """The run's data config, batches per epoch and optimizer class of our side, to mirror on the plain side."""
     from mlproj.models.optim import build_optimizer
     from mlproj.train import build_run
 
     datamodule, model, _ = build_run(cfg)
     optimizer = build_optimizer(model.backbone, model.lr, model.optimizer_settings)  # what configure_optimizers uses
     return (
-        model.data_config,
+        datamodule.data_config,
         len(datamodule.train_dataloader()),
         f"{type(optimizer).__module__}.{type(optimizer).__name__}",
     )

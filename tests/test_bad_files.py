@@ -72,7 +72,7 @@ def messy_folder(tmp_path: Path) -> Path:
 
 
 def test_each_bad_file_is_rejected_by_path_with_its_reason(messy_folder: Path, caplog) -> None:
-    dm = ImageFolderDataModule(str(messy_folder), num_workers=0, val_fraction=0.2, test_fraction=0.2)
+    dm = ImageFolderDataModule(str(messy_folder), num_workers=0, val_fraction=0.2, test_fraction=0.2).load()
     rejected = {Path(c.path).name: c.error for c in dm.rejected}
     for name, (_, reason) in REJECTED.items():
         assert rejected[name].startswith(reason), (name, rejected[name])
@@ -87,7 +87,9 @@ def test_each_bad_file_is_rejected_by_path_with_its_reason(messy_folder: Path, c
 
 
 def test_every_kept_file_decodes_to_an_upright_rgb_tensor(messy_folder: Path) -> None:
-    dm = ImageFolderDataModule(str(messy_folder), num_workers=0, batch_size=64, val_fraction=0.2, test_fraction=0.2)
+    dm = ImageFolderDataModule(
+        str(messy_folder), num_workers=0, batch_size=64, val_fraction=0.2, test_fraction=0.2
+    ).load()
     dm.configure_preprocessing(DATA_CONFIG)
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
         for images, labels in loader:
@@ -116,7 +118,7 @@ def test_unreadable_files_are_rejected(tmp_path: Path) -> None:
 def test_the_same_image_under_two_labels_in_two_splits_is_reported(tmp_path: Path, caplog) -> None:
     root = make_image_folder(tmp_path / "pre", per_class=4, splits=("train", "val"))
     shutil.copy(root / "train" / "cat" / "cat_000.jpg", root / "val" / "dog" / "copied.jpg")
-    ImageFolderDataModule(str(root), num_workers=0).classes  # noqa: B018
+    ImageFolderDataModule(str(root), num_workers=0).load()
     assert "the same image is cat in train" in caplog.text and str(root / "val" / "dog" / "copied.jpg") in caplog.text
 
 

@@ -63,12 +63,15 @@ def drift_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def drift_in_process(*args: str | Path, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """The same `main`, in this process: torch and Lightning are already imported by the training fixture."""
+    """The same `main` with the same error handling as `mlproj drift`, in this process: torch and Lightning are
+    already imported by the training fixture."""
+    from mlproj.cli import one_line_errors
     from mlproj.drift import main
 
     code = 0
     try:
-        main([str(arg) for arg in args])
+        with one_line_errors():
+            main([str(arg) for arg in args])
     except SystemExit as stop:
         code = int(stop.code or 0)
     out, err = capsys.readouterr()

@@ -27,12 +27,9 @@ def export(checkpoint: Path, output: Path, *overrides: str) -> Path:
 
 
 def pytorch_logits(checkpoint: Path, images: torch.Tensor) -> torch.Tensor:
-    from mlproj.checkpoints import load_checkpoint
-    from mlproj.models.classifier import ImageClassifier
+    from mlproj.inference.model import load_model
 
-    model = ImageClassifier.from_checkpoint(load_checkpoint(str(checkpoint))).eval()
-    with torch.inference_mode():
-        return model(images)
+    return load_model(str(checkpoint)).logits(images)
 
 
 def test_onnx_has_a_dynamic_batch_axis_and_computes_what_pytorch_computes(checkpoint: Path, tmp_path: Path) -> None:
@@ -77,7 +74,7 @@ def test_torchscript_loads_without_mlproj_and_computes_what_pytorch_computes(che
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_dynamic_int8_reports_accuracy_and_speed_against_float32(checkpoint: Path, tmp_path: Path, fmt: str) -> None:
-    from mlproj.export.card import read_card
+    from mlproj.inference.card import read_card
     from mlproj.serve.predictor import Predictor
 
     path = export(checkpoint, tmp_path / "out", f"format={fmt}", "quantize=true")

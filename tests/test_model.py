@@ -10,7 +10,7 @@ from mlproj.models.optim import build_optimizer, build_scheduler, fast_forward, 
 
 
 def classifier(**kwargs) -> ImageClassifier:
-    return ImageClassifier(**{"backbone": "resnet18", "num_classes": 5, "image_size": 32, **kwargs})
+    return ImageClassifier(**{"backbone": "resnet18", "num_classes": 5, **kwargs})
 
 
 def one_step(model: ImageClassifier, batch_size: int = 8) -> None:
@@ -107,10 +107,20 @@ def test_per_update_schedules_warm_up_peak_and_decay(name: str) -> None:
     assert planned_steps(schedule["scheduler"]) == 40
 
 
-def test_data_config_follows_the_datas_resolution() -> None:
-    model = classifier(crop_pct=1.0)
-    assert model.data_config["input_size"] == [3, 32, 32] and model.data_config["crop_pct"] == 1.0
-    assert model.data_config["mean"] == pytest.approx([0.485, 0.456, 0.406])
+def test_preprocessing_is_the_backbones_at_the_datas_resolution_without_building_it() -> None:
+    from timm import create_model
+    from timm.data import resolve_model_data_config
+
+    from mlproj.models.backbone import data_config_for
+
+    config = data_config_for("resnet18", image_size=32, crop_pct=1.0)
+    assert config["input_size"] == [3, 32, 32] and config["crop_pct"] == 1.0
+    assert config["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    for name in ("resnet50.a1_in1k", "efficientnet_b0", "test_vit"):  # what timm resolves from a built model
+        built = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in resolve_model_data_config(create_model(name)).items()
+        }
+        assert data_config_for(name) == built
 
 
 def test_channels_last_switch_gives_the_same_answer() -> None:
@@ -124,9 +134,11 @@ def test_channels_last_switch_gives_the_same_answer() -> None:
 
 
 def test_checkpoint_round_trip_never_touches_the_hub() -> None:
+    from mlproj.inference.model import module_from_checkpoint
+
     model = classifier(class_names=list("abcde"))
-    restored = ImageClassifier.from_checkpoint(
-        {"hyper_parameters": {**model.hparams, "pretrained": True}, "state_dict": model.state_dict()}
+    restored = module_from_checkpoint(
+        {"hyper_parameters": {**model.hparams, "pretrained": True}, "state_dict": model.state_dict()}, "model.ckpt"
     )
     images = torch.randn(2, 3, 32, 32)
     assert torch.equal(model.eval()(images), restored.eval()(images))

@@ -34,7 +34,7 @@ def cached_dm(root: Path, cache: Path, **kwargs) -> ImageFolderDataModule:
     options = {"batch_size": 4, "num_workers": 0, "cache_dir": str(cache), "cache_short_side": 16, **kwargs}
     dm = ImageFolderDataModule(str(root), **options)
     dm.prepare_data()
-    return dm
+    return dm.load()
 
 
 def smooth_image(width: int, height: int) -> Image.Image:

@@ -317,13 +317,14 @@ def test_the_demo_answers_what_the_api_answers(server: Server, models: Models) -
 def test_the_demo_builds_a_gradio_interface_or_says_how_to_install_it(
     models: Models, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mlproj.cli import one_line_errors
     from mlproj.serve.demo import build_demo, main
     from mlproj.serve.predictor import Predictor
 
     try:
         import gradio
     except ImportError:
-        with pytest.raises(SystemExit) as exit_status:
+        with pytest.raises(SystemExit) as exit_status, one_line_errors():
             main([str(models.exported["onnx"])])
         assert exit_status.value.code == 2
         assert capsys.readouterr().err.strip() == "error: mlproj demo needs Gradio: pip install -e '.[demo]'"
@@ -335,16 +336,17 @@ def test_the_demo_builds_a_gradio_interface_or_says_how_to_install_it(
 def test_a_missing_model_is_one_line_and_exit_status_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mlproj.cli import one_line_errors
     from mlproj.serve import main
 
     monkeypatch.delenv("MODEL_PATH", raising=False)
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(SystemExit) as exit_status, one_line_errors():
         main([])
     assert exit_status.value.code == 2
     assert "give MODEL_PATH or set the MODEL_PATH environment variable" in capsys.readouterr().err
 
     absent = tmp_path / "absent.ckpt"
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(SystemExit) as exit_status, one_line_errors():
         main([str(absent)])
     assert exit_status.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
@@ -355,11 +357,12 @@ def test_a_missing_model_is_one_line_and_exit_status_2(
 def test_an_exported_model_without_its_card_is_one_line_and_exit_status_2(
     models: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mlproj.cli import one_line_errors
     from mlproj.serve import main
 
     alone = tmp_path / "model.onnx"
     shutil.copy(models.exported["onnx"], alone)
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(SystemExit) as exit_status, one_line_errors():
         main([str(alone)])
     assert exit_status.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [

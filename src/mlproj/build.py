@@ -1,12 +1,17 @@
-"""Instantiating the config groups that are collections: callbacks and loggers."""
+"""Turning config nodes into objects: the data, with its preprocessing decided once, and the collection groups
+(callbacks, loggers)."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlproj.errors import find_config_error
+
+# Keys of a data config that choose the preprocessing (with the backbone) rather than configure the DataModule.
+PREPROCESSING_KEYS = ("image_size", "crop_pct")
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -27,16 +32,24 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [build(entry, _convert_="all") for entry in group.values() if entry and "_target_" in entry]
 
 
-def build_datamodule(data: DictConfig) -> Any:
-    """The DataModule, prepared (downloads, generated files) and scanned: bad data fails here, before training."""
-    datamodule = build(data, _convert_="all")
+def resolve_preprocessing(backbone: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The one decision on preprocessing (timm's data config: size, crop, mean, std, interpolation) for a run:
+    the backbone's, at the data's `image_size`/`crop_pct` when set. The DataModule and the checkpoint take it from
+    here; the model never sees it."""
+    from mlproj.models.backbone import data_config_for
+
+    return data_config_for(backbone, data.get("image_size"), data.get("crop_pct"))
+
+
+def build_datamodule(data: DictConfig | Mapping[str, Any], preprocessing: Mapping[str, Any] | None) -> Any:
+    """The DataModule, prepared (downloads, generated files) and loaded (scanned, checked, cached): bad data fails
+    here, before training. With `preprocessing`, its loaders and device transforms are set up too."""
+    settings = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
+    for key in PREPROCESSING_KEYS:
+        settings.pop(key, None)
+    datamodule = build(settings, _convert_="all")
     datamodule.prepare_data()
-    datamodule.classes  # noqa: B018 - scanning validates root, classes and splits
+    datamodule.load()
+    if preprocessing is not None:
+        datamodule.configure_preprocessing(preprocessing)
     return datamodule
-
-
-def connect_preprocessing(datamodule: Any, model: Any) -> None:
-    """The data's loaders and the model's device-side transforms, both from the model's timm data config."""
-    datamodule.configure_preprocessing(model.data_config)
-    model.train_batch_transform = datamodule.batch_transforms["train"]
-    model.eval_batch_transform = datamodule.batch_transforms["eval"]

@@ -16,5 +16,3 @@ def tidy_lightning_logging() -> None:
         lightning_logger.handlers.clear()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    # The model's on_after_batch_transfer is meant: the data sends uint8, the model's device normalises it.
-    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`.*")

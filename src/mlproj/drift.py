@@ -11,7 +11,6 @@ the exit status is 0 either way unless --fail-on-drift asks for 1.
 
 import argparse
 import csv
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mlproj.checkpoints import checkpoint_classes, checkpoint_in, load_checkpoint
+from mlproj.checkpoints import checkpoint_in
 from mlproj.data.scan import IMAGE_EXTENSIONS, list_images
 from mlproj.errors import ConfigError
 from mlproj.run_record import read_summary
@@ -107,17 +106,17 @@ def reference_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     return summary, found
 
 
-def reference_checkpoint(run_dir: Path, summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The run's best checkpoint (also found when the run dir was moved since), else its newest last.ckpt."""
+def reference_checkpoint(run_dir: Path, summary: dict[str, Any]) -> str:
+    """The run's best checkpoint (also found when the run dir was moved since), else its newest readable last.ckpt."""
     best = summary.get("best_checkpoint")
     if best:
         for path in (str(best), str(run_dir / "checkpoints" / Path(str(best)).name)):
             if is_remote(path) or Path(path).is_file():
-                return path, load_checkpoint(path)
+                return path
     found = checkpoint_in(str(summary.get("checkpoint_dir") or run_dir / "checkpoints"))
     if found is None:
         raise ConfigError(f"--reference {run_dir} has no checkpoint (best or last): use a run that trained an epoch")
-    return found
+    return found[0]
 
 
 def new_images(folder: Path) -> list[str]:
@@ -155,17 +154,15 @@ def decodable(paths: list[str], side: str) -> tuple[list[str], dict[str, tuple[i
     return [c.path for c in good], {c.path: (c.width, c.height) for c in good}, len(checks) - len(good)
 
 
-def measure(model: Any, paths: list[str], sizes: dict[str, tuple[int, int]], workers: int) -> Measured:
+def measure(trained: Any, paths: list[str], sizes: dict[str, tuple[int, int]], workers: int) -> Measured:
     """Features with the checkpoint's own evaluation preprocessing (predict.py's), statistics from the same decode."""
     import torch
     from torch.utils.data import DataLoader
 
-    from mlproj.data.transforms import build_batch_transform, build_transform
-
-    device = next(model.parameters()).device
-    normalise = build_batch_transform(model.data_config, None, crop_here=False).to(device)
-    loader = DataLoader(DriftImages(paths, build_transform(model.data_config)), batch_size=64, num_workers=workers)
-    backbone = model.backbone
+    backbone = trained.module.backbone
+    device = next(backbone.parameters()).device
+    normalise = trained.preprocess.batch_transform.to(device)
+    loader = DataLoader(DriftImages(paths, trained.preprocess.image_transform), batch_size=64, num_workers=workers)
     features, statistics = [], []
     with torch.inference_mode():
         for crops, stats in loader:
@@ -238,8 +235,10 @@ def detect(args: argparse.Namespace) -> dict[str, Any]:
     run_dir = args.reference.expanduser().absolute()
     summary, training_images = reference_run(run_dir)
     candidates = new_images(args.images.expanduser().absolute())
-    ckpt_path, checkpoint = reference_checkpoint(run_dir, summary)
-    checkpoint_classes(checkpoint, ckpt_path)  # an mlproj checkpoint of this version, or one line saying why not
+    from mlproj.inference.model import load_model
+
+    ckpt_path = reference_checkpoint(run_dir, summary)
+    trained = load_model(ckpt_path, exported=False)  # an mlproj checkpoint of this version, or one line saying why not
 
     reference_paths, reference_sizes, reference_rejected = decodable(
         sample(training_images, args.max_images, args.seed), f"--reference {run_dir}"
@@ -248,15 +247,12 @@ def detect(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
-    from mlproj.models.classifier import ImageClassifier
-
-    model = ImageClassifier.from_checkpoint(checkpoint, ckpt_path).eval()
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    reference = measure(model, reference_paths, reference_sizes, args.workers)
-    new = measure(model, paths, sizes, args.workers)
+    trained.module.to("cuda" if torch.cuda.is_available() else "cpu")
+    reference = measure(trained, reference_paths, reference_sizes, args.workers)
+    new = measure(trained, paths, sizes, args.workers)
     features = {
         "test": "MMD, Gaussian kernel (median-heuristic bandwidth), permutation p-value",
-        "backbone": checkpoint["hyper_parameters"]["backbone"],
+        "backbone": trained.card.backbone,
         "dimensions": int(reference.features.shape[1]),
         "permutations": PERMUTATIONS,
         **mmd_permutation_test(reference.features, new.features, PERMUTATIONS, args.seed),
@@ -352,9 +348,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], output: Path) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "drift.json").write_text(json.dumps(report, indent=2) + "\n")
-    (output / "drift.md").write_text(markdown(report))
+    from mlproj.storage import write_json, write_text
+
+    write_json(output / "drift.json", report)
+    write_text(output / "drift.md", markdown(report))
 
 
 def at_least(minimum: int) -> Any:
@@ -403,11 +400,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     output = args.output or Path("logs") / "drift" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    try:
-        report = detect(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    report = detect(args)
     write_report(report, output)
     reference, new = report["reference"], report["new"]
     print(verdict_line(report))
@@ -420,4 +413,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mlproj.cli import one_line_errors
+
+    with one_line_errors():
+        main()

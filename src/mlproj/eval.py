@@ -7,23 +7,23 @@ predictions.csv and figures/.
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mlproj.build import build, build_datamodule, connect_preprocessing, instantiate_group
-from mlproj.checkpoints import check_classes_match, checkpoint_classes, load_checkpoint
+from mlproj.build import build, build_datamodule, instantiate_group
 from mlproj.entry import hydra_entry
 from mlproj.errors import ConfigError
+from mlproj.inference.model import load_model
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """The architecture comes from the checkpoint; the data from the command line or, failing that, the checkpoint."""
+    """The architecture and preprocessing come from the checkpoint; the data from the command line or, failing
+    that, the checkpoint."""
     ckpt_path = str(cfg.ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path)
-    classes = checkpoint_classes(checkpoint, ckpt_path)
-    data_config = cfg.get("data") or OmegaConf.create((checkpoint.get("mlproj") or {}).get("data"))
-    if not data_config:
+    trained = load_model(ckpt_path, exported=False)
+    data = cfg.get("data") or trained.trained_on
+    if not data:
         raise ConfigError(
             f"ckpt_path={ckpt_path} carries no data config: add experiment=NAME or data=NAME data.root=DIR"
         )
@@ -32,16 +32,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     from mlproj.console import tidy_lightning_logging
     from mlproj.evaluation import run_test
-    from mlproj.models.classifier import ImageClassifier
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(data_config)
-    check_classes_match(classes, datamodule.classes, ckpt_path)
-    model = ImageClassifier.from_checkpoint(checkpoint, ckpt_path)
-    connect_preprocessing(datamodule, model)
+    datamodule = build_datamodule(data, trained.preprocessing)
+    trained.check_classes(datamodule.classes)
     trainer = build(cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False)
-    metrics = run_test(trainer, model, datamodule, None, Path(cfg.paths.output_dir), weights_from=ckpt_path)
+    metrics = run_test(trainer, trained.module, datamodule, None, Path(cfg.paths.output_dir), weights_from=ckpt_path)
     log.info("%s on %s split: %s", ckpt_path, datamodule.test_split, {k: round(v, 4) for k, v in metrics.items()})
     return metrics
 

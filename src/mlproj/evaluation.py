@@ -61,5 +61,7 @@ def write_outputs(output_dir: Path, overall: dict[str, Any], result: Any, datamo
     write_metrics(output_dir, {**overall, "images": len(result)}, class_metrics(result, len(classes)), classes)
     write_predictions(output_dir / "predictions.csv", result, classes, samples, datamodule.root)
     plot_confusion(result, classes, output_dir / "figures" / "confusion_matrix.png")
-    plot_misclassified(result, classes, samples, model, output_dir / "figures" / "misclassified.png")
+    plot_misclassified(
+        result, classes, samples, model.backbone, datamodule.data_config, output_dir / "figures" / "misclassified.png"
+    )
     log.info("evaluation outputs in %s: metrics.json, metrics.csv, predictions.csv, figures/", output_dir)

@@ -17,7 +17,7 @@ def prepare(cfg: DictConfig) -> Path:
     if "validate" in cfg.data:
         with open_dict(cfg):
             cfg.data.validate = True
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data, preprocessing=None)  # no model: nothing is fed to one
     run_dir = Path(cfg.paths.output_dir)
     datamodule.write_manifest(run_dir / "manifest.csv")
     sizes = ", ".join(f"{name} {count}" for name, count in datamodule.split_sizes().items())

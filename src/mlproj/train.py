@@ -8,19 +8,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlproj import __version__
-from mlproj.build import build, build_datamodule, connect_preprocessing, instantiate_group
-from mlproj.checkpoints import (
-    adopt_run_dir,
-    check_classes_match,
-    check_state_keys,
-    checkpoint_classes,
-    load_checkpoint,
-    mirror_dir,
-    resolve_resume,
-)
+from mlproj.build import build, build_datamodule, instantiate_group, resolve_preprocessing
+from mlproj.checkpoints import check_classes_match, check_state_keys, checkpoint_classes, load_checkpoint
 from mlproj.cloud.secrets import load_wandb_key
 from mlproj.entry import hydra_entry
 from mlproj.errors import ConfigError
+from mlproj.resume import adopt_run_dir, mirror_dir, resolve_resume
 from mlproj.run_record import run_name
 from mlproj.stop_signals import StopSignals
 from mlproj.storage import is_remote
@@ -78,18 +71,12 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any
     from mlproj.checkpoint_io import AtomicCheckpointIO
     from mlproj.cloud.cluster import cluster_plugins
 
-    datamodule = build_datamodule(cfg.data)
-    model = build(
-        cfg.model,
-        num_classes=datamodule.num_classes,
-        class_names=datamodule.classes,
-        image_size=datamodule.image_size,
-        crop_pct=datamodule.crop_pct,
-        _convert_="all",
-    )
-    connect_preprocessing(datamodule, model)
+    preprocessing = resolve_preprocessing(cfg.model.backbone, cfg.data)
+    datamodule = build_datamodule(cfg.data, preprocessing)
+    model = build(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.classes, _convert_="all")
     metadata = {
         "data": {**OmegaConf.to_container(cfg.data, resolve=True), "root": str(datamodule.root)},
+        "preprocessing": preprocessing,  # what eval, predict, export and serve feed the model (mlproj.inference)
         "experiment": cfg.experiment,
         "version": __version__,
     }

@@ -36,12 +36,10 @@ class CIFARDataModule(ImageDataModule):
         num_workers: int = 2,
         val_fraction: float = 0.1,
         split_seed: int = 42,
-        image_size: int | None = 32,
-        crop_pct: float | None = None,
         augment: Mapping[str, Any] | None = None,
         memory_mb: float = 2048,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, image_size, crop_pct, augment, split_seed, memory_mb)
+        super().__init__(root, batch_size, num_workers, augment, split_seed, memory_mb)
         self.download = download
         self.val_fraction = check_fraction("data.val_fraction", val_fraction)
 

@@ -1,4 +1,5 @@
-"""The DataModule all data sources share: loaders, transforms, manifest; subclasses only find samples."""
+"""The DataModule all data sources share: loaders, transforms (in workers and on the device), manifest; subclasses
+only find samples."""
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,15 +60,16 @@ def whole_batch(batch: Any) -> Any:
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Splits come from `load_splits()`; a missing test split falls back to val (see `test_split`)."""
+    """Built in three explicit steps: construct (settings only, checked), `load()` (find, check and cache the
+    samples: bad data fails here), `configure_preprocessing(data_config)` (the model's timm data config, resolved once
+    by mlproj.build). Splits come from `load_splits()`; a missing test split falls back to val (see `test_split`).
+    """
 
     def __init__(
         self,
         root: str,
         batch_size: int = 64,
         num_workers: int = 2,
-        image_size: int | None = None,
-        crop_pct: float | None = None,
         augment: Mapping[str, Any] | None = None,
         split_seed: int = 42,
         memory_mb: float = 2048,
@@ -76,13 +78,12 @@ class ImageDataModule(L.LightningDataModule):
         self.root = Path(root).expanduser().absolute()
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
-        self.image_size = image_size
-        self.crop_pct = crop_pct
         self.augment = dict(augment or {})
         self.split_seed = int(split_seed)
         self.memory_mb = float(memory_mb)
         self._splits: dict[str, Samples] | None = None
         self._classes: list[str] | None = None
+        self.data_config: dict[str, Any] | None = None  # the model's timm data config (configure_preprocessing)
         self._transforms: dict[str, Callable] = {}  # per-image loader transforms, "train" and "eval"
         self._in_memory: dict[str, torch.Tensor] = {}  # uint8 (N, C, H, W) per split, when batched in memory
         self.batch_transforms: dict[str, nn.Module] = {}  # what the model does on the device, "train" and "eval"
@@ -97,19 +98,24 @@ class ImageDataModule(L.LightningDataModule):
         """Return {"train", "val"[, "test"]} samples and the class names, or raise ConfigError."""
         raise NotImplementedError
 
-    def _load(self) -> None:
+    def load(self) -> "ImageDataModule":
+        """Find the samples (scanning, checking every file decodes, building the pixel cache); once per object."""
         if self._splits is None:
             self._splits, self._classes = self.load_splits()
+        return self
+
+    def _loaded(self) -> tuple[dict[str, Samples], list[str]]:
+        if self._splits is None or self._classes is None:
+            raise RuntimeError(f"{type(self).__name__}.load() must run before its splits and classes are read")
+        return self._splits, self._classes
 
     @property
     def splits(self) -> dict[str, Samples]:
-        self._load()
-        return self._splits
+        return self._loaded()[0]
 
     @property
     def classes(self) -> list[str]:
-        self._load()
-        return self._classes
+        return self._loaded()[1]
 
     @property
     def num_classes(self) -> int:
@@ -121,7 +127,7 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def rejected(self) -> list[ImageCheck]:
-        self._load()
+        self._loaded()
         return [check for check in self.image_checks.values() if check.error]
 
     def write_manifest(self, path: Path) -> None:
@@ -141,8 +147,9 @@ class ImageDataModule(L.LightningDataModule):
 
         Data held in memory is sent as whole uint8 batches and the device crops, flips and normalises. Otherwise the
         loader workers crop each image (and apply the PIL-only augmentations, if any) and send uint8 crops; flips,
-        normalisation and random erasing still happen on the device.
+        normalisation and random erasing still happen on the device (`on_after_batch_transfer`).
         """
+        self.data_config = dict(data_config)
         fits = self.fits_in_memory()
         self.batched = {"train": fits and not needs_pil(self.augment), "eval": fits}
         self._in_memory = {
@@ -156,9 +163,16 @@ class ImageDataModule(L.LightningDataModule):
             "eval": build_batch_transform(data_config, None, crop_here=self.batched["eval"]),
         }
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Loaders send uint8; conversion, normalisation and the batch augmentations (crops, flips, erasing) run
+        here, on the accelerator, and the model receives normalised float batches."""
+        images, labels = batch
+        stage = "train" if self.trainer is not None and self.trainer.training else "eval"
+        return self.batch_transforms[stage].to(images.device)(images), labels
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self._transforms:
-            raise RuntimeError("call configure_preprocessing(model.data_config) before asking for loaders")
+            raise RuntimeError("call configure_preprocessing(data_config) before asking for loaders")
         samples = self.splits[split]
         stage = "train" if train else "eval"
         options: dict[str, Any] = {

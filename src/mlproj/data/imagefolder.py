@@ -26,15 +26,13 @@ class ImageFolderDataModule(ImageDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         split_seed: int = 42,
-        image_size: int | None = None,
-        crop_pct: float | None = None,
         augment: Mapping[str, Any] | None = None,
         validate: bool = True,
         cache_dir: str | None = None,
         cache_short_side: int | None = None,
         memory_mb: float = 2048,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, image_size, crop_pct, augment, split_seed, memory_mb)
+        super().__init__(root, batch_size, num_workers, augment, split_seed, memory_mb)
         self.cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir else None
         self.validation = Validation(validate, self.cache_dir)
         if cache_short_side is not None and int(cache_short_side) < 1:

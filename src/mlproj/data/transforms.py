@@ -1,6 +1,6 @@
 """Train and eval transforms from a model's timm data config, split between loader workers and the device."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
@@ -8,6 +8,9 @@ from PIL import Image, ImageOps
 from mlproj.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
     from mlproj.data.batch_transforms import BatchTransform, Crop, ImageTransform
 
 
@@ -112,3 +115,24 @@ def build_batch_transform(
         vflip=float(augment.get("vflip") or 0.0),
         re_prob=float(augment.get("re_prob") or 0.0),
     )
+
+
+class EvalPreprocessing:
+    """Evaluation's preprocessing outside a DataModule (serving, drift, Grad-CAM, export checks): HxWx3 uint8 images
+    in, the per-image crop the loader makes (`crops`), then the normalisation the device applies (`__call__`)."""
+
+    def __init__(self, data_config: Mapping[str, Any]) -> None:
+        self.image_transform = build_transform(data_config)
+        self.batch_transform = build_batch_transform(data_config, None, crop_here=False)
+
+    def crops(self, images: "Sequence[np.ndarray]") -> "torch.Tensor":
+        """uint8 (N, 3, H, W): each image cropped and resized as the model sees it."""
+        import torch
+
+        return torch.stack([self.image_transform(pixels) for pixels in images])
+
+    def __call__(self, images: "Sequence[np.ndarray]") -> "torch.Tensor":
+        import torch
+
+        with torch.inference_mode():
+            return self.batch_transform(self.crops(images))

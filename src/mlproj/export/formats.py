@@ -1,4 +1,5 @@
-"""Writing, quantizing and running the two export formats; serving and the export's own check run them alike.
+"""Writing and quantizing the two export formats (mlproj.inference.runtimes runs them, for serving and for the
+export's own check).
 
 TorchScript: `torch.jit.trace`, deprecated upstream (torch 2.14 warns) but still the one format that loads in
 PyTorch alone, without the Python code. ONNX: torch's default (dynamo) exporter, which needs `onnxscript` and
@@ -8,30 +9,16 @@ give logits: preprocessing is described by the model card, not baked into the gr
 
 import copy
 import logging
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mlproj.errors import ConfigError
+from mlproj.inference.runtimes import known_deprecations
 
-SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
 INPUT, OUTPUT = "images", "logits"
-
-Logits = Callable[[torch.Tensor], torch.Tensor]
-
-
-@contextmanager
-def known_deprecations() -> Iterator[None]:
-    """torch.jit and torch.ao.quantization warn at every call that they are deprecated; the README says so once."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.* are deprecated")
-        yield
 
 
 @contextmanager
@@ -44,12 +31,6 @@ def quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
-
-
-def format_of(path: str) -> str:
-    """The format a model file's suffix names: a checkpoint unless it is .pt (TorchScript) or .onnx."""
-    suffix = Path(path).suffix.lower()
-    return next((name for name, known in SUFFIXES.items() if known == suffix), "checkpoint")
 
 
 def write_model(backbone: nn.Module, example: torch.Tensor, path: Path, format: str) -> None:
@@ -94,27 +75,3 @@ def write_quantized(backbone: nn.Module, example: torch.Tensor, float_path: Path
             quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8)
     finally:
         prepared.unlink(missing_ok=True)
-
-
-def load_logits(path: str) -> Logits:
-    """A function from a normalised float batch to logits, for a TorchScript (.pt) or ONNX (.onnx) file."""
-    if not Path(path).is_file():
-        raise ConfigError(f"{path} does not exist: give a model file written by `mlproj export` or a .ckpt")
-    if format_of(path) == "torchscript":
-        with known_deprecations():
-            module = torch.jit.load(path, map_location="cpu").eval()
-
-        def run_torchscript(images: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return module(images)
-
-        return run_torchscript
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run_onnx(images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {name: images.contiguous().numpy()})[0])
-
-    return run_onnx

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
-from mlproj.checkpoints import check_classes_match, checkpoint_classes, load_checkpoint
 from mlproj.entry import hydra_entry
 from mlproj.errors import ConfigError
-from mlproj.export.card import card_of_checkpoint
-from mlproj.export.formats import SUFFIXES, Logits, load_logits, write_model, write_quantized
+from mlproj.export.formats import write_model, write_quantized
+from mlproj.inference.model import TrainedModel, load_model
+from mlproj.inference.runtimes import SUFFIXES, Logits, load_logits
 
 log = logging.getLogger(__name__)
 
@@ -31,37 +32,33 @@ class ExportMismatchError(RuntimeError):
     """The exported model does not compute what the checkpoint computes: an exporter bug, not a user mistake."""
 
 
-def split_batches(cfg: DictConfig, checkpoint: dict[str, Any], model: Any, classes: list[str]) -> Iterator[Batch]:
-    """The checkpoint's test split (val when it has none), preprocessed exactly as `eval.py` does."""
-    from mlproj.build import build_datamodule, connect_preprocessing
+def preprocessed(datamodule: Any, loader: DataLoader) -> Iterator[Batch]:
+    """The loader's batches through the DataModule's evaluation transform, as `eval.py` feeds the model."""
+    for images, labels in loader:
+        with torch.inference_mode():
+            yield datamodule.batch_transforms["eval"](images), labels
 
-    data = (checkpoint.get("mlproj") or {}).get("data")
+
+def split_batches(cfg: DictConfig, trained: TrainedModel) -> Iterator[Batch]:
+    """The checkpoint's test split (val when it has none)."""
+    from mlproj.build import build_datamodule
+
+    data = trained.trained_on
     if not data:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} carries no data config: give input=DIR of images to check on")
-    datamodule = build_datamodule(OmegaConf.create({**data, "batch_size": cfg.batch_size}))
-    check_classes_match(classes, datamodule.classes, str(cfg.ckpt_path))
-    connect_preprocessing(datamodule, model)
-    for images, labels in datamodule.test_dataloader():
-        with torch.inference_mode():
-            yield model.eval_batch_transform(images), labels
+    datamodule = build_datamodule({**data, "batch_size": cfg.batch_size}, trained.preprocessing)
+    trained.check_classes(datamodule.classes)
+    yield from preprocessed(datamodule, datamodule.test_dataloader())
 
 
-def input_batches(cfg: DictConfig, data_config: dict[str, Any]) -> Iterator[Batch]:
-    """The images of `input=` (a file or folder, as `predict.py` takes it), preprocessed as serving does."""
-    import numpy as np
+def input_batches(cfg: DictConfig, trained: TrainedModel) -> Iterator[Batch]:
+    """The images of `input=` (a file or folder, as `predict.py` takes it), without labels."""
+    from mlproj.data.files import ImageFilesDataModule
 
-    from mlproj.data.samples import Samples
-    from mlproj.data.validate import check_images
-    from mlproj.predict import input_images
-    from mlproj.serve.predictor import EvalPreprocessing
-
-    paths = [c.path for c in check_images([str(p) for p in input_images(Path(cfg.input).expanduser())]) if not c.error]
-    if not paths:
-        raise ConfigError(f"input={cfg.input} holds no image that decodes")
-    samples = Samples(labels=np.zeros(len(paths), dtype=np.int64), paths=np.asarray(paths))
-    preprocess = EvalPreprocessing(data_config)
-    for start in range(0, len(paths), cfg.batch_size):
-        yield preprocess([samples.array(i) for i in range(start, min(start + cfg.batch_size, len(paths)))]), None
+    datamodule = ImageFilesDataModule(str(cfg.input), "input", cfg.batch_size, num_workers=0).load()
+    datamodule.configure_preprocessing(trained.preprocessing)
+    for images, _ in preprocessed(datamodule, datamodule.predict_dataloader()):
+        yield images, None
 
 
 def take(batches: Iterator[Batch], limit: int) -> list[Batch]:
@@ -110,24 +107,17 @@ def export(cfg: DictConfig) -> Path:
     """Write the model and its card; return the model's path."""
     if cfg.format not in SUFFIXES:
         raise ConfigError(f"format={cfg.format} is not an export format: use {' or '.join(SUFFIXES)}")
-    ckpt_path = str(cfg.ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path)
-    classes = checkpoint_classes(checkpoint, ckpt_path) or [
-        str(i) for i in range(checkpoint["hyper_parameters"]["num_classes"])
-    ]
-
     from mlproj.console import tidy_lightning_logging
-    from mlproj.models.classifier import ImageClassifier
 
+    trained = load_model(str(cfg.ckpt_path), exported=False)
     tidy_lightning_logging()
     torch.manual_seed(cfg.seed)
-    model = ImageClassifier.from_checkpoint(checkpoint, ckpt_path).eval()
-    card = card_of_checkpoint(checkpoint, ckpt_path, classes, model.data_config)
+    model, card = trained.module, trained.card
     if cfg.input is None:
         source = "the test split of the checkpoint's data"
-        check_batches = take(split_batches(cfg, checkpoint, model, classes), cfg.check_images)
+        check_batches = take(split_batches(cfg, trained), cfg.check_images)
     else:
-        source, check_batches = f"input={cfg.input}", take(input_batches(cfg, model.data_config), cfg.check_images)
+        source, check_batches = f"input={cfg.input}", take(input_batches(cfg, trained), cfg.check_images)
     example = check_batches[0][0]
     example = example if len(example) > 1 else torch.cat([example, example])  # a batch axis that can vary
 
@@ -136,7 +126,7 @@ def export(cfg: DictConfig) -> Path:
     path = output_dir / f"model{SUFFIXES[cfg.format]}"
     write_model(model.backbone, example, path, cfg.format)
     with torch.inference_mode():
-        reference = torch.cat([model(images).float() for images, _ in check_batches])
+        reference = run_all(trained.logits, check_batches)
     exported = run_all(load_logits(str(path)), check_batches)
     difference = (reference - exported).abs().max().item()
     ok = difference <= TOLERANCE
@@ -158,7 +148,7 @@ def export(cfg: DictConfig) -> Path:
     if cfg.quantize:
         int8_path = output_dir / f"model.int8{SUFFIXES[cfg.format]}"
         write_quantized(model.backbone, example, path, int8_path, cfg.format)
-        comparison = compare_quantized(path, int8_path, split_batches(cfg, checkpoint, model, classes))
+        comparison = compare_quantized(path, int8_path, split_batches(cfg, trained))
         card.with_export(cfg.format, "dynamic-int8").with_check({"on": "test split", **comparison}).write(int8_path)
         log.info(
             "%s: dynamic int8 on %d test images: top-1 %.4f (float32 %.4f), agreement %.4f, %.0f images/s"

@@ -17,7 +17,7 @@ from mlproj.errors import ConfigError
 class ModelCard:
     backbone: str
     classes: list[str]
-    preprocessing: dict[str, Any]  # timm's data config, as ImageClassifier.data_config resolves it
+    preprocessing: dict[str, Any]  # timm's data config, as mlproj.build.resolve_preprocessing decided it for training
     source: str  # the checkpoint the model was trained into
     format: str = "checkpoint"  # checkpoint, torchscript or onnx
     quantization: str | None = None  # "dynamic-int8" when weights were quantized after training
@@ -33,8 +33,10 @@ class ModelCard:
         return replace(self, check=check)
 
     def write(self, model_path: Path) -> Path:
+        from mlproj.storage import write_json
+
         path = card_path(str(model_path))
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_json(path, asdict(self))
         return Path(path)
 
 

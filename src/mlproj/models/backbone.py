@@ -40,6 +40,23 @@ def local_weights(pretrained_file: str) -> Path:
         ) from error
 
 
+def data_config_for(name: str, image_size: int | None = None, crop_pct: float | None = None) -> dict[str, Any]:
+    """timm's evaluation preprocessing for `name` (input size, interpolation, mean, std, crop), from its pretrained
+    config alone, so it is decided once before the model or the data exist; `image_size` and `crop_pct` are the
+    data's resolution when it sets one. Lists, not tuples: it is stored in checkpoints and model cards as JSON."""
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    check_backbone_name(name)
+    pretrained_cfg = get_pretrained_cfg(name)
+    config = dict(resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None))
+    if image_size is not None:
+        config["input_size"] = (3, int(image_size), int(image_size))
+    if crop_pct is not None:
+        config["crop_pct"] = float(crop_pct)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
 def create_backbone(
     name: str,
     num_classes: int,

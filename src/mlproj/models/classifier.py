@@ -1,6 +1,7 @@
 """ImageClassifier: a timm backbone with the losses, metrics and schedules of image classification.
 
-It knows nothing of files or buckets: data arrive as batches, checkpoints through Lightning.
+It knows nothing of files, buckets or preprocessing: batches arrive normalised (the DataModule's device-side
+transforms), checkpoints through Lightning.
 """
 
 from collections.abc import Mapping
@@ -35,8 +36,6 @@ class ImageClassifier(L.LightningModule):
         backbone: str,
         num_classes: int,
         class_names: list[str] | None = None,
-        image_size: int | None = None,
-        crop_pct: float | None = None,
         pretrained: bool = False,
         pretrained_file: str | None = None,
         drop_rate: float = 0.0,
@@ -57,7 +56,6 @@ class ImageClassifier(L.LightningModule):
         self.backbone = create_backbone(
             backbone, num_classes, pretrained, pretrained_file, drop_rate=drop_rate, **extra
         )
-        self.data_config = self.resolve_data_config(image_size, crop_pct)
         self.optimizer_settings = dict(optimizer or DEFAULT_OPTIMIZER)
         self.lr = float(self.optimizer_settings["lr"])  # the attribute Lightning's LR finder sets
         self.frozen_norms = apply_finetune(self.backbone, finetune, freeze_stages)
@@ -81,21 +79,6 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics.persistent(True)
         # A buffer, so the best value so far survives a resume with the rest of the state.
         self.register_buffer("val_acc_best", torch.tensor(0.0))
-        # uint8 batch -> normalised float batch on the device, for training and for evaluation; set from the data
-        # (mlproj.build.connect_preprocessing). They hold no saved state: checkpoints do not depend on them.
-        self.train_batch_transform: nn.Module | None = None
-        self.eval_batch_transform: nn.Module | None = None
-
-    def resolve_data_config(self, image_size: int | None, crop_pct: float | None) -> dict[str, Any]:
-        """timm's preprocessing for this backbone, with the data's resolution when it sets one."""
-        from timm.data import resolve_model_data_config
-
-        config = dict(resolve_model_data_config(self.backbone))
-        if image_size is not None:
-            config["input_size"] = (3, int(image_size), int(image_size))
-        if crop_pct is not None:
-            config["crop_pct"] = float(crop_pct)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
     @staticmethod
     def build_mixup(settings: dict[str, Any], num_classes: int, label_smoothing: float) -> Any:
@@ -122,21 +105,6 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Loaders send uint8; conversion, normalisation and batch augmentations (crops, flips, erasing, mixup and
-        cutmix) run here, on the accelerator. Training batches become (images, labels, targets)."""
-        images, labels = batch
-        transform = self.train_batch_transform if self.trainer.training else self.eval_batch_transform
-        if transform is None:
-            raise RuntimeError("the model has no batch transforms: see mlproj.build.connect_preprocessing")
-        images = transform(images)
-        if not self.trainer.training:
-            return images, labels
-        if self.mixup is None:
-            return images, labels, labels
-        mixed, targets = self.mixup(images, labels)
-        return mixed, labels, targets
-
     def on_train_epoch_start(self) -> None:
         epoch = self.hparams.unfreeze_at_epoch
         still_frozen = any(not p.requires_grad for p in self.backbone.parameters())
@@ -145,9 +113,13 @@ class ImageClassifier(L.LightningModule):
             self.frozen_norms = []
             self.train()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """`targets` are the labels, or mixup/cutmix's soft targets; accuracy is counted against the labels."""
-        images, labels, targets = batch
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Mixup/cutmix mix the (already normalised, on-device) batch into soft targets; accuracy is counted against
+        the labels."""
+        images, labels = batch
+        targets = labels
+        if self.mixup is not None:
+            images, targets = self.mixup(images, labels)
         logits = self(images)
         loss = self.train_criterion(logits, targets)
         self.train_loss.update(loss.detach(), weight=len(labels))
@@ -221,14 +193,3 @@ class ImageClassifier(L.LightningModule):
             scheduler.step_update(num_updates=self.global_step)
         else:
             scheduler.step()
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Mapping[str, Any], path: str = "checkpoint") -> "ImageClassifier":
-        """Rebuild from a loaded checkpoint's hyperparameters and weights, never touching the hub."""
-        from mlproj.checkpoints import check_state_keys
-
-        hparams = {**checkpoint["hyper_parameters"], "pretrained": False, "pretrained_file": None}
-        model = cls(**hparams)
-        check_state_keys(model.state_dict(), checkpoint, path)
-        model.load_state_dict(checkpoint["state_dict"])
-        return model

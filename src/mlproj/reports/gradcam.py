@@ -85,8 +85,16 @@ def short(name: str, width: int = 16) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def plot_misclassified(result: TestResult, class_names: list[str], samples: Any, model: Any, path: Path) -> bool:
-    """The grid, as the model saw each image (its evaluation crop); False when nothing was misclassified."""
+def plot_misclassified(
+    result: TestResult,
+    class_names: list[str],
+    samples: Any,
+    backbone: nn.Module,
+    preprocessing: dict[str, Any],
+    path: Path,
+) -> bool:
+    """The grid, as the model saw each image (its evaluation crop of `preprocessing`, timm's data config); False when
+    nothing was misclassified."""
     index = most_confident_mistakes(result)
     if not index:
         log.info("no misclassified test image: no misclassified grid")
@@ -94,14 +102,14 @@ def plot_misclassified(result: TestResult, class_names: list[str], samples: Any,
     from matplotlib.figure import Figure
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    from mlproj.data.transforms import build_batch_transform, build_transform
+    from mlproj.data.transforms import EvalPreprocessing
 
-    crop = build_transform(model.data_config)
-    crops = torch.stack([crop(samples.array(i)) for i in index])  # uint8 (N, 3, H, W)
-    device = next(model.parameters()).device
-    inputs = build_batch_transform(model.data_config, None, crop_here=False).to(device)(crops.to(device))
+    preprocess = EvalPreprocessing(preprocessing)
+    crops = preprocess.crops([samples.array(i) for i in index])  # uint8 (N, 3, H, W)
+    device = next(backbone.parameters()).device
+    inputs = preprocess.batch_transform.to(device)(crops.to(device))
     predicted = result.predicted[index].tolist()
-    maps = grad_cams(model.backbone, inputs, predicted)
+    maps = grad_cams(backbone, inputs, predicted)
 
     panels = 1 if maps is None else 2  # the image, and its overlay
     rows = math.ceil(len(index) / PER_ROW)

@@ -7,12 +7,6 @@ port (Cloud Run sets PORT=8080).
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
-
-from mlproj.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mlproj.serve.predictor import Predictor
 
 MODEL_HELP = "a .ckpt file (or gs:// URL), or a .pt / .onnx file written by `mlproj export` (default: $MODEL_PATH)"
 
@@ -38,21 +32,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parse_with_model(parser, argv)
 
 
-def load_predictor(model_path: str) -> "Predictor":
-    """The model, or one line on stderr and exit status 2 when the path or file is wrong."""
-    from mlproj.serve.predictor import Predictor
-
-    try:
-        return Predictor.load(model_path)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import uvicorn
 
     from mlproj.serve.app import create_app
+    from mlproj.serve.predictor import Predictor
 
-    uvicorn.run(create_app(load_predictor(args.model_path), args.max_upload_mb), host=args.host, port=args.port)
+    uvicorn.run(create_app(Predictor.load(args.model_path), args.max_upload_mb), host=args.host, port=args.port)

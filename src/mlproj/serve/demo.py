@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlproj.errors import ConfigError
-from mlproj.serve.command import load_predictor, parse_with_model
+from mlproj.serve.command import parse_with_model
 
 if TYPE_CHECKING:
     from mlproj.serve.predictor import Predictor
@@ -52,10 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")), help="default: $PORT or 7860")
     args = parse_with_model(parser, sys.argv[1:] if argv is None else argv)
-    try:
-        gradio()  # before the model loads: a missing extra is said at once
-        demo = build_demo(load_predictor(args.model_path))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    from mlproj.serve.predictor import Predictor
+
+    gradio()  # before the model loads: a missing extra is said at once
+    demo = build_demo(Predictor.load(args.model_path))
     demo.launch(server_name=args.host, server_port=args.port, share=False)
