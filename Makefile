@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install train test lint format clean data sweep sweep-validator
+.PHONY: install train test lint format clean data sweep sweep-validator docs docs-build
 
 install: $(VENV)/.installed
 
@@ -45,8 +45,17 @@ train: install
 lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
-test: lint sweep-validator
+# The docs site (docs/, mkdocs.yml). --strict fails on a broken link or anchor; no --quiet, which would hide the
+# warnings --strict counts. The site goes into the venv, out of the tree. NO_MKDOCS_2_WARNING: Material's banner.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+docs-build: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
+
+test: lint docs-build sweep-validator
 	$(PY) -m pytest
 
 format: install
