@@ -149,6 +149,20 @@ def test_container_arguments_are_hydra_overrides(tmp_path: Path) -> None:
     assert job["trainer"]["max_epochs"] == 7 and job["seed"] == 123
 
 
+def test_mlproj_task_prepare_runs_mlproj_prepare_with_the_same_overrides(tmp_path: Path) -> None:
+    """`mlproj vertex submit --task prepare` sets MLPROJ_TASK=prepare: the same image writes shards instead."""
+    result = entrypoint(
+        ["--cfg", "job", "data=cifar10", "shards=gs://bucket/cifar10"], cwd=tmp_path, MLPROJ_TASK="prepare"
+    )
+    assert result.returncode == 0, result.stderr
+    job = yaml.safe_load(result.stdout)
+    assert job["task"] == "prepare" and job["shards"] == "gs://bucket/cifar10"
+    unknown = entrypoint(["--cfg", "job"], cwd=tmp_path, MLPROJ_TASK="export")
+    assert unknown.returncode == 2 and unknown.stderr.strip() == (
+        "error: MLPROJ_TASK=export is not a task: use train or prepare"
+    )
+
+
 def test_dvc_pull_true_fetches_the_data_first_without_git(tmp_path: Path) -> None:
     """The image holds the DVC metadata but no .git: DVC_PULL=true still restores the tracked data."""
     project = tmp_path / "project"

@@ -75,19 +75,26 @@ def sleeping_pid() -> Iterator[int]:
 
 def test_table_shows_runs_newest_first_with_their_numbers(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    old = record_run(logs, "01T10:00:00", metrics={"val/acc_best": 0.9, "test/acc": 0.88, "test/loss": 0.41})
-    new = record_run(logs, "03T10:00:00", status="failed", backbone="convnext_tiny", batch_size=256)
-    mid = record_run(logs, "02T10:00:00", status="interrupted", experiment="mushroom_resnet50")
+    old = record_run(
+        logs,
+        "01T10:00:00",
+        metrics={"val/acc_best": 0.9, "test/acc": 0.88, "test/loss": 0.41},
+        data_root=str(tmp_path / "data" / "digits"),
+    )
+    new = record_run(logs, "03T10:00:00", status="failed", backbone="convnext_tiny", batch_size=256, data_root="/d")
+    mid = record_run(
+        logs, "02T10:00:00", status="interrupted", experiment="mushroom_resnet50", shards="gs://b/mushrooms-256"
+    )
     result = mlproj_runs(cwd=tmp_path)  # --logs defaults to ./logs
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    columns = ["name", "experiment", "backbone", "status", "started", "epochs", "batch", "best val top-1"]
+    columns = ["name", "experiment", "backbone", "data", "status", "started", "epochs", "batch", "best val top-1"]
     assert re.split(r"\s{2,}", header.strip()) == [*columns, "test top-1", "test loss"]
     assert [row.split()[0] for row in rows] == [run_name(new), run_name(mid), run_name(old)]
-    assert rows[0].split()[1:4] == ["digits", "convnext_tiny", "failed"]
+    assert rows[0].split()[1:5] == ["digits", "convnext_tiny", "/d", "failed"]
     assert rows[0].split()[-5:] == ["10", "256", "-", "-", "-"]
-    assert rows[1].split()[1:4] == ["mushroom_resnet50", "resnet10t", "interrupted"]
-    assert rows[2].split()[3] == "finished"
+    assert rows[1].split()[1:5] == ["mushroom_resnet50", "resnet10t", "gs://b/mushrooms-256", "interrupted"]
+    assert rows[2].split()[3:5] == ["data/digits", "finished"]  # where the data came from, relative to here
     assert rows[2].split()[-5:] == ["10", "64", "0.9000", "0.8800", "0.4100"]
 
 

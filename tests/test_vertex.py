@@ -127,6 +127,52 @@ def test_cpu_job_and_dvc_pull_have_no_accelerator_and_ask_the_entrypoint_to_pull
     assert "scheduling" not in spec
 
 
+def test_prepare_task_is_one_cpu_machine_running_mlproj_prepare_into_the_bucket(tmp_path: Path) -> None:
+    overrides = ["experiment=imagenet_resnet50_scratch", "shards=gs://b/imagenet-shards"]
+    result = vertex(
+        "submit",
+        "--task",
+        "prepare",
+        *overrides,
+        "--output-dir=gs://b/runs",
+        "--image=img",
+        "--dry-run",
+        env={},
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    spec = yaml.safe_load("\n".join(line for line in result.stdout.splitlines() if not line.startswith("#")))
+    (pool,) = strict_parse(spec).worker_pool_specs
+    assert list(pool.container_spec.args) == overrides  # no trainer keys: the entrypoint runs mlproj prepare
+    assert [(e.name, e.value) for e in pool.container_spec.env] == [("MLPROJ_TASK", "prepare")]
+    assert pool.machine_spec.accelerator_count == 0 and pool.replica_count == 1
+    assert "--display-name=mlproj-prepare-imagenet_resnet50_scratch-" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["data=imagenet"], "add shards=gs://BUCKET/PATH"),
+        (["shards=/local/folder"], "add shards=gs://BUCKET/PATH"),
+        (["shards=gs://b/s", "--gpus", "1"], "drop --gpus 1 and --nodes 1"),
+        (["shards=gs://b/s", "--nodes", "2"], "drop --gpus 0 and --nodes 2"),
+    ],
+)
+def test_a_prepare_job_that_could_not_write_the_bucket_is_refused(args: list[str], named: str, tmp_path: Path) -> None:
+    result = vertex(
+        "submit",
+        "--task",
+        "prepare",
+        *args,
+        "--output-dir=gs://b/runs",
+        "--image=img",
+        "--dry-run",
+        env={},
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 2 and named in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("path", "value"),
     [

@@ -88,10 +88,22 @@ def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def data_source(run: dict[str, Any]) -> str:
+    """Where the run's images came from: the shard set it streamed, or its data root (relative when below here)."""
+    if run.get("shards"):
+        return str(run["shards"])
+    root = run.get("data_root")
+    if not root:
+        return "-"
+    path = Path(str(root))
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 COLUMNS: tuple[Column, ...] = (
     ("name", lambda run: run.get("name") or "-", False),
     ("experiment", lambda run: run.get("experiment") or "-", False),
     ("backbone", lambda run: run.get("backbone") or "-", False),
+    ("data", data_source, False),
     ("status", lambda run: run["status"], False),
     ("started", lambda run: local_time(run.get("started_at")), False),
     ("epochs", lambda run: str(run.get("epochs_completed", "-")), True),

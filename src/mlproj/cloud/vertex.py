@@ -1,4 +1,5 @@
-"""`mlproj vertex submit`: train on Vertex AI as a CustomJob that runs `python train.py OVERRIDES` on every node.
+"""`mlproj vertex submit`: train on Vertex AI as a CustomJob that runs `python train.py OVERRIDES` on every node, or
+(`--task prepare`) write a data set's shards into the bucket as a CPU job running `mlproj prepare OVERRIDES`.
 
 The spec is built from plain Python so `--dry-run` stays quick and works without the cloud extra;
 google-cloud-aiplatform is imported only to submit.
@@ -19,6 +20,8 @@ DEFAULT_REGION = "us-central1"
 DEFAULT_MACHINE_TYPE = "n1-standard-8"
 DEFAULT_ACCELERATOR = "NVIDIA_TESLA_T4"
 DEFAULT_REPO = "mlproj"  # the Artifact Registry repository cloudbuild.yaml pushes `train` to
+TASKS = ("train", "prepare")
+TASK_VAR = "MLPROJ_TASK"  # read by the image's entrypoint (dockerfiles/train-entrypoint.sh): which command to run
 # Set from --nodes and --gpus, so the flags and the overrides can never disagree.
 FLAG_KEYS = {
     "trainer.num_nodes": "--nodes",
@@ -44,6 +47,23 @@ class JobRequest:
     wandb_secret: str | None = None
     service_account: str | None = None
     dvc_pull: bool = False
+    task: str = "train"
+
+
+def prepare_args(request: JobRequest) -> list[str]:
+    """`mlproj prepare` writes the shards where every later train job reads them: into the bucket, on CPUs."""
+    if request.gpus or request.nodes != 1:
+        raise ConfigError(
+            f"--task prepare runs on one CPU machine: drop --gpus {request.gpus} and --nodes {request.nodes}"
+            " (a larger --machine-type gives it more processes)"
+        )
+    shards = [o.split("=", 1)[1] for o in request.overrides if o.split("=", 1)[0] == "shards"]
+    if not shards or not shards[-1].startswith("gs://"):
+        raise ConfigError(
+            "--task prepare writes shards into the bucket: add shards=gs://BUCKET/PATH (train jobs then read them"
+            " with data.shards=gs://BUCKET/PATH)"
+        )
+    return list(request.overrides)
 
 
 def container_args(request: JobRequest) -> list[str]:
@@ -56,6 +76,8 @@ def container_args(request: JobRequest) -> list[str]:
             )
         if key in FLAG_KEYS:
             raise ConfigError(f"{override} is set by {FLAG_KEYS[key]} on Vertex AI: drop it and use {FLAG_KEYS[key]}")
+    if request.task == "prepare":
+        return prepare_args(request)
     devices = max(request.gpus, 1)
     args = [
         *request.overrides,
@@ -112,6 +134,8 @@ def worker_pool(request: JobRequest, replicas: int) -> dict[str, Any]:
         env.append({"name": SECRET_VAR, "value": check_secret_version(request.wandb_secret, "--wandb-secret")})
     if request.dvc_pull:
         env.append({"name": "DVC_PULL", "value": "true"})  # the entrypoint runs `dvc pull` before training
+    if request.task != "train":
+        env.append({"name": TASK_VAR, "value": request.task})
     if env:
         container["env"] = env
     return {"machineSpec": machine, "replicaCount": replicas, "containerSpec": container}
@@ -169,9 +193,10 @@ def submit(spec: dict[str, Any], display_name: str, project: str | None, region:
     return created.name
 
 
-def default_display_name(overrides: Sequence[str]) -> str:
+def default_display_name(overrides: Sequence[str], task: str = "train") -> str:
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "train")
-    return f"mlproj-{experiment}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    prefix = "mlproj" if task == "train" else f"mlproj-{task}"
+    return f"{prefix}-{experiment}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
 
 def default_image(project: str | None, region: str, repo: str) -> str:
@@ -194,7 +219,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     sub.add_argument("--repo", default=DEFAULT_REPO, help="Artifact Registry repository of the default image")
     sub.add_argument("--machine-type", default=DEFAULT_MACHINE_TYPE)
     sub.add_argument("--accelerator", default=DEFAULT_ACCELERATOR, help="a Vertex AcceleratorType, e.g. NVIDIA_L4")
-    sub.add_argument("--gpus", type=int, default=1, help="GPUs per node (0: CPU only)")
+    sub.add_argument(
+        "--task",
+        choices=TASKS,
+        default="train",
+        help="train (default), or prepare: write shards into the bucket (mlproj prepare ... shards=gs://...) on CPUs",
+    )
+    sub.add_argument("--gpus", type=int, help="GPUs per node (0: CPU only; default 1 to train, 0 to prepare)")
     sub.add_argument("--nodes", type=int, default=1, help="machines; more than one trains with multi-node DDP")
     sub.add_argument("--spot", action="store_true", help="Spot VMs; the job restarts and resumes when preempted")
     sub.add_argument("--timeout-hours", type=float, help="stop the job after this long")
@@ -215,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`mlproj vertex submit`; a ConfigError ends as one line through mlproj.cli.one_line_errors."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     image = args.image or default_image(args.project, args.region, args.repo)
-    display_name = args.display_name or default_display_name(args.overrides)
+    display_name = args.display_name or default_display_name(args.overrides, args.task)
     request = JobRequest(
         overrides=tuple(args.overrides),
         image=image,
@@ -223,13 +254,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         display_name=display_name,
         machine_type=args.machine_type,
         accelerator=args.accelerator,
-        gpus=args.gpus,
+        gpus=(1 if args.task == "train" else 0) if args.gpus is None else args.gpus,
         nodes=args.nodes,
         spot=args.spot,
         timeout_hours=args.timeout_hours,
         wandb_secret=args.wandb_secret,
         service_account=args.service_account,
         dvc_pull=args.dvc_pull,
+        task=args.task,
     )
     spec = job_spec(request)
     if args.dry_run:
