@@ -4,8 +4,9 @@
 URL/
   train/ val/ [test/]   one LitData optimized dataset per split (LitData's index.json and chunk-*.bin); every sample
                         is {"image": bytes, "label": int, "path": str}: the image resized to the short side and
-                        JPEG-encoded (PNG, lossless, when it was no larger than the short side), its class index, and
-                        its file path relative to the data root it was checked in
+                        JPEG-encoded (when it was no larger than the short side, stored losslessly: its own JPEG bytes
+                        when upright RGB or gray, else PNG), its class index, and its file path relative to the data
+                        root it was checked in
   manifest.csv          the checked file list the shards hold (path, label, split, width, height, bytes)
   mlproj-shards.json    the index, written last: its presence marks a complete set
 ```
@@ -28,6 +29,12 @@ VERSION = 1  # bump when samples or the index change shape: readers refuse other
 INDEX = "mlproj-shards.json"
 MANIFEST = "manifest.csv"
 SPLITS = ("train", "val", "test")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_png(image: bytes | memoryview) -> bool:
+    """Whether a stored image is PNG (stored losslessly and not a JPEG originally); every other one is JPEG."""
+    return bytes(image[:8]) == PNG_SIGNATURE
 
 
 def join(url: str, *parts: str) -> str:
