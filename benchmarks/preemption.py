@@ -4,9 +4,13 @@ exactly as the same run left alone: the same final weights in `checkpoints/last.
 Why: spot VMs and Vertex AI restarts stop training at any moment; a resumed run must neither replay nor skip
 samples. Each trial runs `python train.py` (a resnet10t on generated photos of two sizes, 6 epochs, a checkpoint
 every 2 steps, one loader worker) in its own run dir, sends the signal at a random moment after the first
-checkpoint, then runs the same command again with `ckpt_path=last`.
+checkpoint, then runs the same command again with `ckpt_path=last`. SIGTERM goes to the training process (with
+`--ddp`: the launcher, rank 0), SIGKILL to its whole process group, as a preempted machine ends them.
 
-    .venv/bin/python benchmarks/preemption.py [--trials 20] [--seed 0]
+`--ddp` trains with two CPU processes (`trainer=ddp_cpu`, gloo): each rank reads its part of every epoch, and all
+must stop after the same batch and resume at their own next image.
+
+    .venv/bin/python benchmarks/preemption.py [--trials 20] [--seed 0] [--ddp]
 """
 
 import argparse
@@ -91,12 +95,20 @@ def compare(reference: tuple[dict, dict], resumed: tuple[dict, dict]) -> tuple[f
     return worst, fields
 
 
-def trial(index: int, trials: int, data: Path, work: Path, reference: tuple[dict, dict], rng: random.Random) -> bool:
+def trial(
+    index: int, trials: int, data: Path, work: Path, reference: tuple[dict, dict], rng: random.Random, *extra: str
+) -> bool:
     run_dir = work / f"trial{index}"
     kind = signal.SIGTERM if index % 2 == 0 else signal.SIGKILL
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
-        command(data, work, run_dir), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command(data, work, run_dir, *extra),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     while not checkpoint.exists() and process.poll() is None:
@@ -104,17 +116,24 @@ def trial(index: int, trials: int, data: Path, work: Path, reference: tuple[dict
     delay = rng.uniform(0.0, 1.5)
     time.sleep(delay)
     stopped = process.poll() is None
-    if stopped:
+    if stopped and kind == signal.SIGKILL:
+        os.killpg(process.pid, kind)
+    elif stopped:
         process.send_signal(kind)
-    output, _ = process.communicate(timeout=300)
+    try:
+        output, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output = process.communicate()[0] + "\n(killed: still running 300 s after the signal)"
+    ended = all_exited(process.pid)
     status = json.loads((run_dir / "summary.json").read_text())["status"]
     expected_status = {signal.SIGTERM: "interrupted", signal.SIGKILL: "running"}[kind] if stopped else "finished"
-    problems = []
+    problems = [] if ended else ["a process of the run outlived it (a DDP rank or a loader worker)"]
     if stopped and kind == signal.SIGTERM and process.returncode != 0:
         problems.append(f"exit status {process.returncode} after SIGTERM")
     if status != expected_status:
         problems.append(f"summary says {status}, expected {expected_status}")
-    resumed = run(command(data, work, run_dir, "ckpt_path=last"))
+    resumed = run(command(data, work, run_dir, *extra, "ckpt_path=last"))
     if resumed.returncode != 0:
         problems.append(f"resume failed:\n{resumed.stdout[-1500:]}{resumed.stderr[-1500:]}")
         worst, fields = float("nan"), []
@@ -132,23 +151,38 @@ def trial(index: int, trials: int, data: Path, work: Path, reference: tuple[dict
     return not problems
 
 
+def all_exited(pgid: int, timeout: float = 60) -> bool:
+    """Whether every process of a run's group (DDP ranks, loader workers) exits within `timeout`; SIGKILL if not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="interrupted runs, alternating SIGTERM and SIGKILL")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random moments")
+    parser.add_argument("--ddp", action="store_true", help="two-process CPU DDP (trainer=ddp_cpu) instead of one")
     args = parser.parse_args(argv)
+    extra = ["trainer=ddp_cpu"] if args.ddp else []
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="mlproj-preemption-") as tmp:
         work = Path(tmp)
         data = make_photos(work / "photos")
         started = time.perf_counter()
-        left_alone = run(command(data, work, work / "reference"))
+        left_alone = run(command(data, work, work / "reference", *extra))
         if left_alone.returncode != 0:
             print(left_alone.stdout[-3000:], left_alone.stderr[-3000:])
             return 1
         print(f"reference run: {time.perf_counter() - started:.1f} s", flush=True)
         reference = final_state(work / "reference")
-        exact = sum(trial(i, args.trials, data, work, reference, rng) for i in range(args.trials))
+        exact = sum(trial(i, args.trials, data, work, reference, rng, *extra) for i in range(args.trials))
     print(f"{exact} of {args.trials} interrupted runs resumed exactly")
     print(f"preemption: {exact} passed, {args.trials - exact} failed")
     return 0 if exact == args.trials else 1

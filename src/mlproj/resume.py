@@ -3,17 +3,23 @@
 Reading and checking the checkpoints themselves is mlproj.checkpoints.
 """
 
+import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlproj.checkpoints import checkpoint_in
-from mlproj.run_record import RUN_ID_FILE, discard_unused_run_dir, read_summary, run_process_alive
+from mlproj.run_record import RUN_ID_FILE, discard_unused_run_dir, is_main_process, read_summary, run_process_alive
 from mlproj.storage import read_text
 
 log = logging.getLogger(__name__)
+
+# Global rank 0's decision, inherited by the DDP processes Lightning starts: they must not decide again, since by
+# then rank 0 has rewritten the run's summary.json as `running` (and a fresh start on one rank hangs the others).
+DECISION_VAR = "MLPROJ_RESUME_DECISION"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,22 @@ def adopt_run_id(mirror: str, run_dir: Path) -> None:
 
 
 def resolve_resume(
+    ckpt_path: str | None, run_dir: Path, checkpoint_dir: str, runs_dir: Path, experiment: str | None
+) -> ResumePoint:
+    """`decide_resume`, taken once by global rank 0 and followed by the DDP processes it starts (DECISION_VAR).
+
+    Processes started otherwise (torchrun, other nodes) have no decision to inherit and decide themselves.
+    """
+    if not is_main_process() and DECISION_VAR in os.environ:
+        decided_dir, decided_ckpt = json.loads(os.environ[DECISION_VAR])
+        return ResumePoint(Path(decided_dir), decided_ckpt)
+    point = decide_resume(ckpt_path, run_dir, checkpoint_dir, runs_dir, experiment)
+    if is_main_process():
+        os.environ[DECISION_VAR] = json.dumps([str(point.run_dir), point.ckpt_path])
+    return point
+
+
+def decide_resume(
     ckpt_path: str | None, run_dir: Path, checkpoint_dir: str, runs_dir: Path, experiment: str | None
 ) -> ResumePoint:
     """Turn `ckpt_path` into a checkpoint to resume from and the run dir to continue in.

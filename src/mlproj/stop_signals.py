@@ -10,27 +10,62 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+_requested = False  # a stop asked of this DDP rank, not yet agreed on by all ranks (stop_agreed)
+
 
 class StopSignals:
     """SIGTERM and SIGINT handlers, installed as soon as the run dir exists.
 
-    While a trainer fits, a signal only asks Lightning to stop after the current batch (its own SIGTERM notifier
-    does the same; SIGINT is turned into it, so Ctrl+C stops cleanly too). Outside fitting the process ends at
-    once with SystemExit, which the run record writes down as `interrupted`.
+    While a trainer fits, a signal only asks Lightning to stop after the current batch (SIGINT too, so Ctrl+C
+    stops cleanly). Outside fitting the process ends at once with SystemExit, which the run record writes down as
+    `interrupted`. Under DDP the signal may reach one rank, or all at different moments, so it is only noted here
+    and every rank stops after the same batch (`stop_agreed`, called by the preemption callback).
     """
 
     def __init__(self) -> None:
-        self.trainer: Any = None  # set once the run's trainer exists
+        self._trainer: Any = None
+
+    @property
+    def trainer(self) -> Any:
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Any) -> None:
+        """The run's trainer. Lightning's own SIGTERM notifier is switched off: it runs in the handler chain before
+        this one and, under DDP, calls a collective inside the signal handler, which pairs with whatever collective
+        another rank is in (a gradient all-reduce, a buffer broadcast) and hangs or garbles both."""
+        self._trainer = trainer
+        if trainer is not None:
+            trainer._signal_connector._sigterm_notifier_fn = _ignore
 
     def install(self) -> "StopSignals":
+        global _requested
+        _requested = False
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.handle)
         return self
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
+        global _requested
         trainer = self.trainer
         if trainer is not None and trainer.state.fn == "fit" and trainer.state.status == "running":
             log.warning("%s: stopping after this batch, with a checkpoint", signal.Signals(signum).name)
-            trainer._signal_connector.received_sigterm = True  # what Lightning's own SIGTERM notifier sets
+            if trainer.world_size > 1:
+                _requested = True
+            else:
+                trainer._signal_connector.received_sigterm = True  # what Lightning's own SIGTERM notifier sets
             return
         raise SystemExit(128 + signum)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Stands in for Lightning's SIGTERM notifier (module level, so a trainer still pickles for ddp_spawn)."""
+
+
+def stop_agreed(trainer: Any) -> bool:
+    """Whether training stops after this batch. Under DDP every rank calls this after every batch it fits or
+    validates: a stop asked of any rank (one small all-reduce) becomes Lightning's `received_sigterm` on all of them
+    at once, so they all save the same checkpoint and leave after the same batch."""
+    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(_requested, all=False):
+        trainer._signal_connector.received_sigterm = True
+    return bool(trainer.received_sigterm)

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mlproj.checkpoints import LAST
 from mlproj.data.order import resume_at
+from mlproj.stop_signals import stop_agreed
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,15 @@ class Preemption(L.Callback):
             self._saved_at = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        stopping = stop_agreed(trainer)  # under DDP a collective: every rank calls it after every batch
         periodic = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
-        if periodic or trainer.received_sigterm or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if periodic or stopping or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.save(trainer)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        """A stop during validation ends it on every rank after the same batch (Lightning checks after each one)."""
+        if trainer.state.fn == "fit":
+            stop_agreed(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The finished state (last validation done, epoch counters advanced), which a longer run resumes from.
@@ -82,7 +89,7 @@ class Preemption(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """A stop during validation: the checkpoint after the epoch's last batch is already there."""
-        if isinstance(exception, SIGTERMException):
+        if isinstance(exception, SIGTERMException) and trainer.is_global_zero:
             log.warning("stopped by a signal; resume with the same command and ckpt_path=last (%s)", self.last_path)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:

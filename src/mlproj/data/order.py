@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler, get_worker_info
+from torch.utils.data import DistributedSampler, get_worker_info
 
 
 def run_seed() -> int:
@@ -21,15 +21,20 @@ def run_seed() -> int:
     return int(os.environ.get("PL_GLOBAL_SEED", "0"))
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(DistributedSampler):
     """Indices in a permutation of (seed, epoch) (or in order), each yielded as a draw number `epoch * size + i`.
 
     Datasets read image `draw % size` and seed that image's augmentation with the draw number, so it depends on
     (seed, epoch, index) and not on which worker or how many batches ran before. Lightning calls `set_epoch`.
-    `skip` leaves out the first draws of the next epoch iterated: the images a resumed epoch already trained on.
+    `skip` leaves out the first draws of the next epoch iterated, counted over all ranks: the images a resumed
+    epoch already trained on.
+
+    Under DDP each rank takes every world-size-th draw of the same permutation (padded to a multiple of the world
+    size, as DistributedSampler does). Being a DistributedSampler keeps Lightning from wrapping it in its
+    DistributedSamplerWrapper, which would neither pass `set_epoch` on nor keep `skip` in step with the ranks.
     """
 
-    def __init__(self, size: int, shuffle: bool) -> None:
+    def __init__(self, size: int, shuffle: bool) -> None:  # no super().__init__(): ranks are read when iterating
         self.size = size
         self.shuffle = shuffle
         self.epoch = 0
@@ -38,8 +43,15 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @staticmethod
+    def ranks() -> tuple[int, int]:
+        """(rank, world size) of the process group, (0, 1) without one."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.ranks()[1])
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -47,8 +59,11 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
+        rank, world = self.ranks()
+        total = len(self) * world
+        order = order.repeat(-(-total // max(self.size, 1)))[:total]
         skip, self.skip = self.skip, 0
-        yield from (order[skip:] + self.epoch * self.size).tolist()
+        yield from (order[skip + rank :: world] + self.epoch * self.size).tolist()
 
 
 @contextmanager
@@ -76,14 +91,20 @@ def resume_at(trainer: Any) -> None:
     """Point a restored trainer's training loader at the next unseen image of the epoch it stopped in.
 
     Lightning creates the loader's iterator (and fetches a first batch) before it restores a checkpoint, so the
-    iterator is made again here, from a sampler set to the restored epoch and the batches already trained in it.
+    iterator is made again here, from a sampler set to the restored epoch and the batches already trained in it. A
+    loader streaming shards (one with `resume(epoch, batches_done)`) is set to the same position.
     """
-    sampler = getattr(trainer.train_dataloader, "sampler", None)
-    if not isinstance(sampler, EpochSampler):
-        return
+    loader = trainer.train_dataloader
+    sampler = getattr(loader, "sampler", None)
     fit_loop = trainer.fit_loop
+    epoch = fit_loop.epoch_progress.current.processed
     done = fit_loop.epoch_loop.batch_progress.current.processed  # `completed` lags by one when saved at batch end
-    batches = trainer.num_training_batches
-    sampler.set_epoch(fit_loop.epoch_progress.current.processed)
-    sampler.skip = done * trainer.train_dataloader.batch_size * trainer.world_size if 0 < done < batches else 0
+    done = done if 0 < done < trainer.num_training_batches else 0
+    if isinstance(sampler, EpochSampler):
+        sampler.set_epoch(epoch)
+        sampler.skip = done * loader.batch_size * trainer.world_size
+    elif callable(getattr(loader, "resume", None)):  # streamed from shards: mlproj.data.streaming.ShardLoader
+        loader.resume(epoch, done)
+    else:
+        return
     iter(fit_loop._data_fetcher)  # private, but the only handle on the iterator Lightning already made
