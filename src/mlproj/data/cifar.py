@@ -38,8 +38,23 @@ class CIFARDataModule(ImageDataModule):
         split_seed: int = 42,
         augment: Mapping[str, Any] | None = None,
         memory_mb: float = 2048,
+        shards: str | None = None,
+        stream_cache_gb: float = 50,
+        shard_quality: int = 90,
+        decode: str = "auto",
     ) -> None:
-        super().__init__(root, batch_size, num_workers, augment, split_seed, memory_mb)
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            augment,
+            split_seed,
+            memory_mb,
+            shards,
+            stream_cache_gb,
+            shard_quality,
+            decode,
+        )
         self.download = download
         self.val_fraction = check_fraction("data.val_fraction", val_fraction)
 
@@ -52,7 +67,7 @@ class CIFARDataModule(ImageDataModule):
         return (*self.train_batches, self.test_batch, self.meta_file)
 
     def prepare_data(self) -> None:
-        if all((self.folder / name).is_file() for name in self.files):
+        if self.shards or all((self.folder / name).is_file() for name in self.files):
             return
         if not self.download:
             raise ConfigError(

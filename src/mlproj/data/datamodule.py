@@ -1,9 +1,10 @@
 """The DataModule all data sources share: loaders, transforms (in workers and on the device), manifest; subclasses
-only find samples."""
+only find samples. With `shards`, every source reads a shard set instead (mlproj.data.streaming)."""
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -13,9 +14,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from mlproj.data.order import EpochSampler, seeded_for
 from mlproj.data.samples import Samples
+from mlproj.data.shard_format import MANIFEST, ShardIndex, join, read_index
 from mlproj.data.splits import write_manifest, write_rejected
 from mlproj.data.transforms import build_batch_transform, build_transform, needs_pil
 from mlproj.data.validate import ImageCheck
+from mlproj.errors import ConfigError
+from mlproj.storage import is_remote
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+DECODE_MODES = ("auto", "workers", "device")  # data.decode: where JPEGs from shards are decoded
 
 
 class ImageDataset(Dataset):
@@ -63,6 +74,11 @@ class ImageDataModule(L.LightningDataModule):
     """Built in three explicit steps: construct (settings only, checked), `load()` (find, check and cache the
     samples: bad data fails here), `configure_preprocessing(data_config)` (the model's timm data config, resolved once
     by mlproj.build). Splits come from `load_splits()`; a missing test split falls back to val (see `test_split`).
+
+    With `shards` (a shard set's URL, see mlproj.data.shard_format) the samples come from there instead: `load()`
+    reads only the set's index, and the loaders stream each rank's part (mlproj.data.streaming), with a local chunk
+    cache of at most `stream_cache_gb` and JPEGs decoded where `decode` says (auto: on the device when it is CUDA).
+    `shard_quality` is the JPEG quality `mlproj prepare shards=URL` writes with.
     """
 
     def __init__(
@@ -73,6 +89,10 @@ class ImageDataModule(L.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         split_seed: int = 42,
         memory_mb: float = 2048,
+        shards: str | None = None,
+        stream_cache_gb: float = 50,
+        shard_quality: int = 90,
+        decode: str = "auto",
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser().absolute()
@@ -81,6 +101,19 @@ class ImageDataModule(L.LightningDataModule):
         self.augment = dict(augment or {})
         self.split_seed = int(split_seed)
         self.memory_mb = float(memory_mb)
+        self.shards = shard_url(shards) if shards else None
+        if not float(stream_cache_gb) > 0:
+            raise ConfigError(f"data.stream_cache_gb={stream_cache_gb}: give the local chunk cache's size in GB (> 0)")
+        self.stream_cache_gb = float(stream_cache_gb)
+        if not 1 <= int(shard_quality) <= 100:
+            raise ConfigError(f"data.shard_quality={shard_quality}: give a JPEG quality from 1 to 100 (90 is usual)")
+        self.shard_quality = int(shard_quality)
+        if decode not in DECODE_MODES:
+            raise ConfigError(f"data.decode={decode} is not a decode mode: use one of {', '.join(DECODE_MODES)}")
+        self.decode = decode
+        self.shard_index: ShardIndex | None = None  # the shard set's index, once loaded
+        self.stream_cache_dir: Path | None = None  # where streamed chunks are cached (LitData's default when None)
+        self._cache_bounds: dict[str, int | None] | None = None  # bytes of chunk cache per split (None: unbounded)
         self._splits: dict[str, Samples] | None = None
         self._classes: list[str] | None = None
         self.data_config: dict[str, Any] | None = None  # the model's timm data config (configure_preprocessing)
@@ -99,10 +132,31 @@ class ImageDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def load(self) -> "ImageDataModule":
-        """Find the samples (scanning, checking every file decodes, building the pixel cache); once per object."""
+        """Find the samples (scanning, checking every file decodes, building the pixel cache); once per object.
+
+        With shards, only the shard set's index is read (classes, split sizes and class counts): no image is listed,
+        downloaded or decoded here.
+        """
         if self._splits is None:
-            self._splits, self._classes = self.load_splits()
+            self._splits, self._classes = self.load_shards() if self.shards else self.load_splits()
         return self
+
+    def load_shards(self) -> tuple[dict[str, Any], list[str]]:
+        self.shard_index = read_index(self.shards)
+        cache_dir = str(self.stream_cache_dir) if self.stream_cache_dir else None
+        return self.streaming().shard_splits(self.shard_index, cache_dir), list(self.shard_index.classes)
+
+    def streaming(self) -> "ModuleType":
+        """mlproj.data.streaming, which needs LitData (the `stream` extra): imported only when shards are read."""
+        try:
+            from mlproj.data import streaming
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("litdata"):
+                raise
+            raise ConfigError(
+                f"data.shards={self.shards} needs LitData, which is not installed: pip install -e '.[stream]'"
+            ) from error
+        return streaming
 
     def _loaded(self) -> tuple[dict[str, Samples], list[str]]:
         if self._splits is None or self._classes is None:
@@ -131,13 +185,23 @@ class ImageDataModule(L.LightningDataModule):
         return [check for check in self.image_checks.values() if check.error]
 
     def write_manifest(self, path: Path) -> None:
-        """The split used (with image sizes when validated) and, beside it, rejected.csv when files were rejected."""
+        """The split used (with image sizes when validated) and, beside it, rejected.csv when files were rejected.
+
+        A shard set carries its own manifest: it is not downloaded (it lists every image), only named in the log.
+        """
+        if self.shards:
+            log.info(
+                "images listed in %s (the shard set's manifest), not copied to %s", join(self.shards, MANIFEST), path
+            )
+            return
         write_manifest(path, self.splits, self.classes, self.root, self.image_checks)
         if self.rejected:
             write_rejected(path.with_name("rejected.csv"), self.rejected, self.root)
 
     def fits_in_memory(self) -> bool:
         """Whether every split's pixels are at hand (array or cache), share one image size and fit `memory_mb`."""
+        if self.shards:
+            return False
         pixels = [samples.pixels for samples in self.splits.values()]
         shapes = {None if p is None or p.shape is None else tuple(p.shape[1:]) for p in pixels}
         return None not in shapes and len(shapes) == 1 and sum(p.nbytes for p in pixels) <= self.memory_mb * 2**20
@@ -150,6 +214,9 @@ class ImageDataModule(L.LightningDataModule):
         normalisation and random erasing still happen on the device (`on_after_batch_transfer`).
         """
         self.data_config = dict(data_config)
+        if self.shards:
+            self.configure_streaming(data_config)
+            return
         fits = self.fits_in_memory()
         self.batched = {"train": fits and not needs_pil(self.augment), "eval": fits}
         self._in_memory = {
@@ -163,16 +230,48 @@ class ImageDataModule(L.LightningDataModule):
             "eval": build_batch_transform(data_config, None, crop_here=self.batched["eval"]),
         }
 
+    def configure_streaming(self, data_config: Mapping[str, Any]) -> None:
+        """Shards: the workers decode (unless the device does) and crop each image; the device gets the batches."""
+        from mlproj.data.batch_transforms import eval_scale_size
+
+        size = int(data_config["input_size"][-1])
+        needed = eval_scale_size(size, data_config.get("crop_pct"))
+        short_side = self.shard_index.short_side if self.shard_index else None
+        if short_side is not None and short_side < needed:
+            log.warning(
+                "data.shards=%s holds images at short side %d, below the model's eval resize (%d px for %d px input):"
+                " images lose detail; write shards with a short side of at least %d",
+                self.shards,
+                short_side,
+                needed,
+                size,
+                needed,
+            )
+        self.batched = {"train": False, "eval": False}
+        self._in_memory = {}
+        self._transforms = {"train": build_transform(data_config, self.augment), "eval": build_transform(data_config)}
+        batch = {
+            "train": build_batch_transform(data_config, self.augment, crop_here=False),
+            "eval": build_batch_transform(data_config, None, crop_here=False),
+        }
+        ShardBatchTransform = self.streaming().ShardBatchTransform  # noqa: N806
+        self.batch_transforms = {stage: ShardBatchTransform(self._transforms[stage], batch[stage]) for stage in batch}
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Loaders send uint8; conversion, normalisation and the batch augmentations (crops, flips, erasing) run
-        here, on the accelerator, and the model receives normalised float batches."""
+        """Loaders send uint8 (or, from shards, JPEG bytes); decoding, conversion, normalisation and the batch
+        augmentations (crops, flips, erasing) run here, on the accelerator, and the model receives normalised float
+        batches. From shards, a test pass records which images it saw, in order (for the evaluation outputs)."""
         images, labels = batch
         stage = "train" if self.trainer is not None and self.trainer.training else "eval"
-        return self.batch_transforms[stage].to(images.device)(images), labels
+        if self.shards and self.trainer is not None and self.trainer.testing:
+            self.splits[self.test_split].record(images.indices, images.paths)
+        return self.batch_transforms[stage].to(labels.device)(images), labels
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self._transforms:
             raise RuntimeError("call configure_preprocessing(data_config) before asking for loaders")
+        if self.shards:
+            return self._shard_loader(split, train)
         samples = self.splits[split]
         stage = "train" if train else "eval"
         options: dict[str, Any] = {
@@ -192,6 +291,49 @@ class ImageDataModule(L.LightningDataModule):
             **options,
         )
 
+    def _shard_loader(self, split: str, train: bool) -> DataLoader:
+        """One split streamed (mlproj.data.streaming): train shuffled from (seed, epoch), dropping the last partial
+        global batch unless the split holds less than one; val and test in order, every image once."""
+        streaming = self.streaming()
+        samples = self.splits[split]
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        stage = "train" if train else "eval"
+        on_device = streaming.device_decode(self.decode, self.accelerator())
+        if on_device and train and needs_pil(self.augment):
+            log.info(
+                "data.decode=%s: training images are decoded in the workers (their augmentations need PIL)", self.decode
+            )
+            on_device = False
+        if self._cache_bounds is None:
+            self._cache_bounds = streaming.cache_bounds(self.splits, self.stream_cache_gb, self.num_workers)
+        dataset = streaming.ShardDataset(
+            samples.url,
+            len(samples),
+            self._transforms[stage],
+            decode_here=not on_device,
+            shuffle=train,
+            drop_last=train and len(samples) >= self.batch_size * world_size,
+            cache_dir=str(self.stream_cache_dir) if self.stream_cache_dir else None,
+            max_cache_size=self._cache_bounds[split],
+        )
+        return streaming.ShardLoader(
+            dataset,
+            epoch_source=self.trainer_epoch,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator(),  # starting an epoch draws nothing from the global random state
+        )
+
+    def accelerator(self) -> str:
+        """The device type batches are trained on: the trainer's, else CUDA when there is one."""
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device.type
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def trainer_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
@@ -199,10 +341,20 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
+        if self.shards:
+            self.splits[self.test_split].tested = []
         return self._loader(self.test_split, train=False)
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(samples) for name, samples in self.splits.items()}
 
     def class_counts(self, split: str) -> np.ndarray:
+        if self.shards:
+            return self.splits[split].class_counts
         return np.bincount(self.splits[split].labels, minlength=self.num_classes)
+
+
+def shard_url(shards: str) -> str:
+    """A bucket URL as given, a local folder made absolute (loader workers and resumed runs resolve it alike)."""
+    shards = str(shards).rstrip("/")
+    return shards if is_remote(shards) else str(Path(shards).expanduser().absolute())

@@ -31,9 +31,25 @@ class ImageFolderDataModule(ImageDataModule):
         cache_dir: str | None = None,
         cache_short_side: int | None = None,
         memory_mb: float = 2048,
+        shards: str | None = None,
+        stream_cache_gb: float = 50,
+        shard_quality: int = 90,
+        decode: str = "auto",
     ) -> None:
-        super().__init__(root, batch_size, num_workers, augment, split_seed, memory_mb)
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            augment,
+            split_seed,
+            memory_mb,
+            shards,
+            stream_cache_gb,
+            shard_quality,
+            decode,
+        )
         self.cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir else None
+        self.stream_cache_dir = self.cache_dir / "shards" if self.cache_dir else None
         self.validation = Validation(validate, self.cache_dir)
         if cache_short_side is not None and int(cache_short_side) < 1:
             raise ConfigError(f"data.cache_short_side={cache_short_side} must be a positive number of pixels, or null")
@@ -56,7 +72,7 @@ class ImageFolderDataModule(ImageDataModule):
 
         size = int(data_config["input_size"][-1])
         needed = eval_scale_size(size, data_config.get("crop_pct"))
-        if self.cache_short_side is not None and self.cache_short_side < needed:
+        if self.cache_short_side is not None and self.cache_short_side < needed and not self.shards:
             log.warning(
                 "data.cache_short_side=%d is below the model's eval resize (%d px for %d px input): images lose"
                 " detail; set data.cache_short_side=%d",
