@@ -37,7 +37,7 @@ MLPROJS = {"mlproj", ".venv/bin/mlproj"}
 SCRIPTS = {"train.py": "train", "eval.py": "eval", "predict.py": "predict"}
 # Hydra tasks: `mlproj NAME` and the scripts; each composes the config of its name.
 HYDRA_TASKS = {"train", "eval", "predict", "prepare", "export"}
-# Utilities whose KEY=VALUE arguments are overrides of a Hydra task.
+# Utilities whose KEY=VALUE arguments are overrides of a Hydra task (the one `--task` names, when given).
 FORWARDS_OVERRIDES = {"vertex": "train"}
 # Hydra's own command-line flags, and whether each takes a value.
 HYDRA_FLAGS = {
@@ -217,7 +217,8 @@ def check_utility(program: str | None, words: list[str]) -> None:
                 raise AssertionError(f"mlproj {program} refuses the line: {stderr.getvalue().strip()}") from None
     if program in FORWARDS_OVERRIDES:
         overrides = [word for word in words if "=" in word and not word.startswith("-")]
-        compose_task(FORWARDS_OVERRIDES[program], overrides, multirun=False)
+        task = words[words.index("--task") + 1] if "--task" in words else FORWARDS_OVERRIDES[program]
+        compose_task(task, overrides, multirun=False)
 
 
 def check(command: Command) -> None:

@@ -4,6 +4,9 @@ import csv
 import os
 from pathlib import Path
 
+import pytest
+
+from mlproj.entry import CONFIG_DIR
 from mlproj.prepare import prepare
 
 from conftest import compose, make_image_folder
@@ -86,3 +89,10 @@ def test_prepare_from_the_command_line_fails_in_one_line_on_a_missing_root(tmp_p
         f"error: data.root={missing} does not exist or is not a folder: point data.root at a folder of class folders"
         " (or train/ and val/ folders of class folders), or run `dvc pull`"
     ]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_for_prepare(experiment: str, tmp_path: Path) -> None:
+    """`mlproj prepare experiment=NAME` (and `mlproj vertex submit --task prepare experiment=NAME`) takes any recipe."""
+    cfg = compose("prepare", [f"experiment={experiment}", "shards=gs://bucket/set"], tmp_path)
+    assert cfg.task == "prepare" and cfg.shards == "gs://bucket/set" and cfg.data._target_
