@@ -1,6 +1,7 @@
 """Exact resume under two-process CPU DDP (gloo): a run stopped mid-epoch by SIGTERM or SIGKILL and resumed ends with
-the weights and metrics of the same run left alone, on both of today's data paths: whole uint8 batches from memory
-(the pixel cache fits data.memory_mb) and one image per loader-worker call (images of two shapes).
+the weights and metrics of the same run left alone, on each data path: whole uint8 batches from memory (the pixel
+cache fits data.memory_mb), one image per loader-worker call (images of two shapes), and a shard set streamed with
+LitData (`data.shards`, each rank reading its own chunks).
 
 `trainer=ddp_cpu` runs `train.py` as a subprocess: inside pytest, Lightning's ddp launcher would re-run pytest.
 """
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -18,7 +20,9 @@ import pytest
 import torch
 
 from mlproj.checkpoints import LAST
+from mlproj.data.imagefolder import ImageFolderDataModule
 from mlproj.data.order import EpochSampler
+from mlproj.data.shard_writer import write_shards
 
 from conftest import ROOT, make_image_folder, write_image
 
@@ -38,10 +42,25 @@ def mixed_shapes_folder(root: Path, per_class: int = 40) -> Path:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("ddp-data")
+    two_shapes = mixed_shapes_folder(base / "two-shapes")
     return {
         "memory": make_image_folder(base / "same-shape", per_class=40),  # 84 training images: 10 batches per rank
-        "workers": mixed_shapes_folder(base / "two-shapes"),
+        "workers": two_shapes,
+        "shards": shard_set(two_shapes, base / "shards"),
     }
+
+
+def shard_set(images: Path, out: Path) -> Path:
+    """The images written as `mlproj prepare shards=` writes them, 8 to a chunk: each rank streams its own chunks."""
+    datamodule = ImageFolderDataModule(str(images), num_workers=0, cache_dir=str(out.parent / "write-cache")).load()
+    write_shards(datamodule, str(out), short_side=32, workers=1, chunk_size=8)
+    return out
+
+
+def shard_options(shards: Path) -> list[str]:
+    """Stream the set (data.root is not read then). LitData gives the last rank the validation images left over
+    from whole batches (18 here: 2 batches on rank 0, 3 on rank 1): uneven validation must not hang the ranks."""
+    return [f"data.shards={shards}"]
 
 
 def command(data: Path, work: Path, run_dir: Path, path: str, *extra: str) -> list[str]:
@@ -51,9 +70,10 @@ def command(data: Path, work: Path, run_dir: Path, path: str, *extra: str) -> li
         "trainer=ddp_cpu",
         "data=imagefolder",
         f"data.root={data}",
+        *(shard_options(data) if path == "shards" else []),
         "data.image_size=16",
         "data.batch_size=4",
-        f"data.num_workers={1 if path == 'workers' else 0}",
+        f"data.num_workers={0 if path == 'memory' else 1}",
         "model.backbone=resnet10t",
         f"trainer.max_epochs={EPOCHS}",
         "test=false",
@@ -93,14 +113,20 @@ def batches_into_epoch(checkpoint: dict) -> int:
 
 
 @pytest.fixture(scope="module")
-def references(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, dict]]:
-    """Each data path's run left alone, trained once per module."""
+def references(
+    folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], tuple[dict, dict]]:
+    """A data path's run left alone, trained once per module, when a test first asks for it."""
     work = tmp_path_factory.mktemp("ddp-reference")
-    runs = {}
-    for path, data in folders.items():
-        train(command(data, work, work / path, path), work)
-        runs[path] = load(work / path)
-    return runs
+    runs: dict[str, tuple[dict, dict]] = {}
+
+    def reference(path: str) -> tuple[dict, dict]:
+        if path not in runs:
+            train(command(folders[path], work, work / path, path), work)
+            runs[path] = load(work / path)
+        return runs[path]
+
+    return reference
 
 
 def group_alive(pgid: int) -> bool:
@@ -166,13 +192,19 @@ CASES = [
     pytest.param("workers", signal.SIGKILL, "ckpt_path=last", id="workers-SIGKILL-last"),
     # The same command: global rank 0 decides to resume and the rank it starts follows (mlproj.resume.DECISION_VAR).
     pytest.param("workers", signal.SIGTERM, None, id="workers-SIGTERM-same-command"),
+    pytest.param("shards", signal.SIGTERM, None, id="shards-SIGTERM-same-command"),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("path", "kind", "resume"), CASES)
 def test_a_ddp_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(
-    path: str, kind: signal.Signals, resume: str | None, folders: dict[str, Path], references: dict, tmp_path: Path
+    path: str,
+    kind: signal.Signals,
+    resume: str | None,
+    folders: dict[str, Path],
+    references: Callable[[str], tuple[dict, dict]],
+    tmp_path: Path,
 ) -> None:
     run_dir = tmp_path / "run"
     args = command(folders[path], tmp_path, run_dir, path)
@@ -181,7 +213,7 @@ def test_a_ddp_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(
     stopped, summary = load(run_dir)
     expected_status = "interrupted" if kind == signal.SIGTERM else "running"
     assert summary["status"] == expected_status, output[-3000:]
-    reference, reference_summary = references[path]
+    reference, reference_summary = references(path)
     per_epoch = reference["global_step"] // EPOCHS
     assert 0 < batches_into_epoch(stopped) < per_epoch, "the stop did not leave a mid-epoch checkpoint"
     assert stopped["global_step"] < reference["global_step"]

@@ -63,9 +63,11 @@ def _ignore(signum: int, frame: FrameType | None) -> None:
 
 
 def stop_agreed(trainer: Any) -> bool:
-    """Whether training stops after this batch. Under DDP every rank calls this after every batch it fits or
-    validates: a stop asked of any rank (one small all-reduce) becomes Lightning's `received_sigterm` on all of them
-    at once, so they all save the same checkpoint and leave after the same batch."""
+    """Whether training stops after this batch. Under DDP every rank calls this after every training batch: a stop
+    asked of any rank (one small all-reduce) becomes Lightning's `received_sigterm` on all of them at once, so they
+    all save the same checkpoint and leave after the same batch. Not during validation, whose ranks may run
+    different numbers of batches (a shard split's remainder goes to the last rank): a stop asked then is taken after
+    the next training batch, and the checkpoint of the epoch's last training batch is already written."""
     if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(_requested, all=False):
         trainer._signal_connector.received_sigterm = True
     return bool(trainer.received_sigterm)

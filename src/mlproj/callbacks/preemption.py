@@ -72,11 +72,6 @@ class Preemption(L.Callback):
         if periodic or stopping or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.save(trainer)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        """A stop during validation ends it on every rank after the same batch (Lightning checks after each one)."""
-        if trainer.state.fn == "fit":
-            stop_agreed(trainer)
-
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The finished state (last validation done, epoch counters advanced), which a longer run resumes from.
 

@@ -335,7 +335,11 @@ def litdata_tamed() -> Iterator[None]:
     """Around `litdata.optimize`: Ctrl-C stops its workers and raises KeyboardInterrupt, so staging folders are
     removed and the command exits 130 (litdata's own handler ends the process with `os._exit(0)`: status 0,
     temporary folders left behind; and it stays installed after optimize returns). Its INFO lines (cache sizes of
-    the staging folder) and its warning about splits smaller than a chunk per worker are not shown."""
+    the staging folder) and its warning about splits smaller than a chunk per worker are not shown. It also sets the
+    process's multiprocessing start method to spawn for good; the previous one is put back, or every DataLoader made
+    afterwards in the process would start its workers by spawning (seconds per worker, every epoch)."""
+    import multiprocessing
+
     from litdata.processing.data_processor import DataProcessor
 
     def stop_and_raise(processor: Any, signum: int, frame: Any) -> None:
@@ -344,6 +348,7 @@ def litdata_tamed() -> Iterator[None]:
         raise KeyboardInterrupt
 
     handler, previous = DataProcessor._signal_handler, signal.getsignal(signal.SIGINT)
+    start_method = multiprocessing.get_start_method(allow_none=True)
     litdata_log = logging.getLogger("litdata")
     level = litdata_log.level
     DataProcessor._signal_handler = stop_and_raise
@@ -355,6 +360,7 @@ def litdata_tamed() -> Iterator[None]:
     finally:
         DataProcessor._signal_handler = handler
         signal.signal(signal.SIGINT, previous)
+        multiprocessing.set_start_method(start_method, force=True)
         litdata_log.setLevel(level)
 
 

@@ -10,7 +10,10 @@ What an epoch sees:
   Only whole global batches are trained: the last `N mod (batch_size x ranks)` images of each epoch's shuffled order
   are left out of that epoch (a different few each epoch, since the order changes), and every other image is seen
   exactly once across all ranks and workers. A split smaller than one global batch is trained whole.
-- val and test: in shard order, every image exactly once across all ranks (ranks may get one batch more or less).
+- val and test: in shard order, every image exactly once across all ranks. LitData gives each rank the same number
+  of whole batches and the last rank the images left over, so it may run a few batches more (nothing in validation
+  waits on the other ranks per batch); a split smaller than `batch_size x ranks` leaves a rank without a batch,
+  which Lightning refuses: lower data.batch_size for such a split.
 
 Every image's random crop is seeded by (seed, epoch, its index in the split), the draw number the decode-once cache
 path uses too (mlproj.data.order): the same image gets the same crop whichever rank, worker or batch reads it, and a
