@@ -127,19 +127,24 @@ def test_cpu_job_and_dvc_pull_have_no_accelerator_and_ask_the_entrypoint_to_pull
     assert "scheduling" not in spec
 
 
-def test_prepare_task_is_one_cpu_machine_running_mlproj_prepare_into_the_bucket(tmp_path: Path) -> None:
-    overrides = ["experiment=imagenet_resnet50_scratch", "shards=gs://b/imagenet-shards"]
-    result = vertex(
+def prepare_job(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`mlproj vertex submit --task prepare ARGS --dry-run`."""
+    return vertex(
         "submit",
         "--task",
         "prepare",
-        *overrides,
+        *args,
         "--output-dir=gs://b/runs",
         "--image=img",
         "--dry-run",
         env={},
         tmp_path=tmp_path,
     )
+
+
+def test_prepare_task_is_one_cpu_machine_running_mlproj_prepare_into_the_bucket(tmp_path: Path) -> None:
+    overrides = ["experiment=imagenet_resnet50_scratch", "shards=gs://b/imagenet-shards"]
+    result = prepare_job(overrides, tmp_path)
     assert result.returncode == 0, result.stderr
     spec = yaml.safe_load("\n".join(line for line in result.stdout.splitlines() if not line.startswith("#")))
     (pool,) = strict_parse(spec).worker_pool_specs
@@ -159,17 +164,7 @@ def test_prepare_task_is_one_cpu_machine_running_mlproj_prepare_into_the_bucket(
     ],
 )
 def test_a_prepare_job_that_could_not_write_the_bucket_is_refused(args: list[str], named: str, tmp_path: Path) -> None:
-    result = vertex(
-        "submit",
-        "--task",
-        "prepare",
-        *args,
-        "--output-dir=gs://b/runs",
-        "--image=img",
-        "--dry-run",
-        env={},
-        tmp_path=tmp_path,
-    )
+    result = prepare_job(args, tmp_path)
     assert result.returncode == 2 and named in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 

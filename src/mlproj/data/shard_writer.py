@@ -42,7 +42,7 @@ from mlproj.data.samples import Samples
 from mlproj.data.shard_format import INDEX, MANIFEST, SPLITS, ShardIndex, join, read_index
 from mlproj.data.splits import relative_to, write_manifest
 from mlproj.errors import ConfigError
-from mlproj.storage import is_remote, local_path, read_text, staging_name, write_json, write_text
+from mlproj.storage import atomic_dir, is_remote, local_path, read_text, write_json, write_text
 
 CHUNK_SIZE = 2048  # images per chunk: about 50 MB of JPEGs at short side 256, a few MB of 32 px PNGs
 MARKER = ".writing.json"  # what an unfinished set is being written from; removed once its index is in place
@@ -269,15 +269,8 @@ def write_split(
         upload_split(staging, url)
         shutil.rmtree(staging)
         return
-    target = local_path(url)
-    staging = target.with_name(staging_name(target.name))
-    staging.mkdir(parents=True)
-    try:
+    with atomic_dir(local_path(url)) as staging:
         optimize_split(items, staging, scratch, short_side, quality, workers, chunk_size)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def optimize_split(
