@@ -9,9 +9,9 @@ Targets (the last line of each is `ratio NAME VALUE (goal OP X)`):
                (goal <= 0.3); the decode-once uint8 cache's ratio is printed beside it
   shards_224px images/s into 224 px training batches (random resized crop, flip, normalised), streamed from the GCS
                emulator's bucket with 2 loader workers, over torchvision ImageFolder + PIL on the original files from
-               local disk with 2 workers (goal >= 2); medians of alternating blocks. The photos are hymenoptera's
-               train split linked 8 times over (1,952 files): LitData starts its loader workers afresh every epoch,
-               which a 244-image epoch would measure more than the reading
+               local disk with 2 workers (goal >= 2); medians of alternating blocks; one torch thread in the
+               measuring process (the cores are the workers'). The photos are hymenoptera's train split linked 8
+               times over (1,952 files), so that an epoch is longer than a block
   first_step   seconds from `python train.py ... data.shards=URL` to its first training step, with 8x the images
                over 1x (generated 640x480 JPEGs, shards written beforehand) (goal <= 1.2); alternating runs
 
@@ -101,6 +101,7 @@ def linked_photos(root: Path, copies: int) -> Path:
 
 def shards_224px(tmp: Path, blocks: int) -> float:
     import timm  # noqa: F401 - a training process has the model's timm imported; its loader workers fork from it
+    import torch
 
     photos = linked_photos(tmp / "photos", copies=8)
     with running_emulator(tmp) as emulator:
@@ -111,6 +112,9 @@ def shards_224px(tmp: Path, blocks: int) -> float:
         prepared(photos, str(local), chunk_size=128)  # chunks per loader worker, as a large set has
         gcsfs.GCSFileSystem().put(str(local), f"{bucket}/photos", recursive=True)
         os.environ.setdefault("LITDATA_ASYNC_CHUNK_PREFETCH", "0")  # obstore's prefetch cannot reach the emulator
+        # One torch thread in this process for both sides: the two cores belong to the two loader workers, and an
+        # intra-op pool here would spin on them between our batch transforms (on a GPU that transform runs there).
+        torch.set_num_threads(1)
         sides = {
             "ours": streamed(f"{bucket}/photos", 224, 32, 2),
             "baseline": baseline(photos, 224, 32, 2),

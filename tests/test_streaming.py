@@ -4,6 +4,7 @@ exactly."""
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,15 +15,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import timm.data.transforms  # noqa: F401 - see EMULATOR_READS
 import torch
+from litdata import StreamingDataset
 from PIL import Image
 
 from mlproj.data.cache import load_resized
 from mlproj.data.datamodule import ImageDataset
 from mlproj.data.imagefolder import ImageFolderDataModule
-from mlproj.data.shard_format import INDEX, MANIFEST, ShardIndex
+from mlproj.data.shard_format import INDEX, MANIFEST, ShardIndex, ShardReadError
 from mlproj.data.splits import relative_to, write_manifest
-from mlproj.data.streaming import ShardReadError
 from mlproj.errors import ConfigError
 from mlproj.storage import write_text
 
@@ -31,6 +33,9 @@ from conftest import DATA_CONFIG, ROOT, make_image_folder, run_cli
 SHORT_SIDE = 32
 AUGMENT = {"crop": "random_resized", "hflip": 0.5, "scale": [0.5, 1.0], "ratio": [0.75, 1.3333333]}
 EMULATOR_READS = {"LITDATA_ASYNC_CHUNK_PREFETCH": "0"}  # LitData's async prefetch (obstore) cannot reach the emulator
+# timm is imported above, before any loader worker forks: a worker importing it while LitData's download thread
+# starts could have pytest rewrite timm's `test_time_pool.py` during a concurrent compile, which CPython 3.11 fails
+# ("AST constructor recursion depth mismatch"). Training processes import timm with the model, before their workers.
 
 
 # ---------------------------------------------------------------- shard sets, written as `mlproj prepare` does
@@ -199,12 +204,14 @@ def test_each_epoch_sees_every_training_image_once_but_the_last_partial_batch(
     images, shards = png_set
     dm = streamed(images, shards, tmp_path)
     loader, size = dm.train_dataloader(), len(dm.splits["train"])
-    orders = []
+    orders, workers = [], []
     for epoch in (0, 1):
         seen = [i for indices, _, _ in epoch_of(loader, epoch) for i in indices]
         assert len(seen) == len(set(seen)) == size - size % 4 == 4 * len(loader)
         orders.append(seen)
+        workers.append([worker.pid for worker in loader._iterator._workers])
     assert orders[0] != orders[1], "each epoch has its own order"
+    assert workers[0] == workers[1], "the loader workers persist across epochs"
     assert orders[1] == [i for indices, _, _ in epoch_of(loader, 1) for i in indices], "the order is the epoch's"
     for split in ("val", "test"):
         seen = [i for images, _ in getattr(dm, f"{split}_dataloader")() for i in images.indices.tolist()]
@@ -318,22 +325,39 @@ def bucket_set(jpeg_set: tuple[Path, Path], gcs_emulator) -> tuple[Path, str]:
     return images, upload(shards, gcs_emulator.bucket("streamed"), "digits-like")
 
 
+def two_epochs_from(images: Path, url: str) -> list[str]:
+    return [*QUICK, f"data.root={images}", f"data.shards={url}", "trainer.max_epochs=2", "test=false"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(bucket_set: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory, gcs_emulator) -> Path:
+    """Two uninterrupted epochs streamed from the bucket: the weights every stopped and resumed run must end with."""
+    images, url = bucket_set
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    args = [*two_epochs_from(images, url), f"hydra.run.dir={run_dir}"]
+    reference = run_cli("train", args, run_dir.parent, env={**gcs_emulator.env, **EMULATOR_READS})
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+    assert not (run_dir / "manifest.csv").exists(), "the set's manifest is not downloaded"
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"], "the loader's state is in checkpoints"
+    return run_dir
+
+
+def assert_same_weights(run_dir: Path, reference: Path) -> None:
+    expected, got = final_weights(reference), final_weights(run_dir)
+    assert max(float((got[k].double() - expected[k].double()).abs().max()) for k in expected) <= 1e-6
+
+
 @pytest.mark.slow
 def test_training_streamed_from_a_bucket_resumes_exactly_after_sigterm(
-    bucket_set: tuple[Path, str], tmp_path: Path, gcs_emulator
+    bucket_set: tuple[Path, str], reference_run: Path, tmp_path: Path, gcs_emulator
 ) -> None:
     """SIGTERM mid-epoch, then the same command: the run ends with the uninterrupted run's weights."""
     images, url = bucket_set
     env = {**gcs_emulator.env, **EMULATOR_READS}
-    args = [*QUICK, f"data.root={images}", f"data.shards={url}", "trainer.max_epochs=2", "test=false"]
-    args += ["callbacks.preemption.every_n_steps=3"]  # the first checkpoint, mid-epoch, says when to stop it
-    reference = run_cli("train", [*args, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path, env=env)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    summary = json.loads((tmp_path / "reference" / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
-    assert not (tmp_path / "reference" / "manifest.csv").exists(), "the set's manifest is not downloaded"
-    checkpoint = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"], "the loader's state is in checkpoints"
+    args = [*two_epochs_from(images, url), "callbacks.preemption.every_n_steps=3"]  # its first save: stop it then
 
     run_dir = tmp_path / "stopped"
     command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"]
@@ -351,8 +375,50 @@ def test_training_streamed_from_a_bucket_resumes_exactly_after_sigterm(
     resumed = subprocess.run(command, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
-    expected, got = final_weights(tmp_path / "reference"), final_weights(run_dir)
-    assert max(float((got[k].double() - expected[k].double()).abs().max()) for k in expected) <= 1e-6
+    assert_same_weights(run_dir, reference_run)
+
+
+@pytest.mark.slow
+def test_an_image_that_fails_mid_epoch_stops_the_run_in_one_line_and_it_resumes_exactly_once_fixed(
+    bucket_set: tuple[Path, str], jpeg_set: tuple[Path, Path], reference_run: Path, tmp_path: Path, gcs_emulator
+) -> None:
+    """A stored image broken in the bucket, read in the first epoch's fifth batch: the run stops there with one line
+    naming it and a checkpoint of the four batches done (none is written periodically here); the shard fixed, the
+    same command with ckpt_path=last ends with the uninterrupted run's weights."""
+    import gcsfs
+
+    images, shards = jpeg_set
+    env = {**gcs_emulator.env, **EMULATOR_READS}
+    os.environ["PL_GLOBAL_SEED"] = "42"  # train.yaml's seed: the order the run will read
+    try:
+        order = [b[0] for b in epoch_of(streamed(images, shards, tmp_path).train_dataloader(), 0)]
+    finally:
+        del os.environ["PL_GLOBAL_SEED"]
+    broken = tmp_path / "broken"
+    shutil.copytree(shards, broken)
+    victim = StreamingDataset(str(shards / "train"))[order[4][0]]  # the first image of the fifth batch
+    stored = bytes(victim["image"])
+    chunk = next(p for p in sorted((broken / "train").glob("chunk-*.bin")) if stored in p.read_bytes())
+    chunk.write_bytes(chunk.read_bytes().replace(stored, b"\0\0" + stored[2:]))  # no JPEG or PNG signature left
+    url = upload(broken, gcs_emulator.bucket("broken"), "set")
+
+    run_dir = tmp_path / "run"
+    args = [*two_epochs_from(images, url), "callbacks.preemption.every_n_steps=0", f"hydra.run.dir={run_dir}"]
+    failed = run_cli("train", args, tmp_path, env=env)
+    assert failed.returncode == 2
+    last_line = failed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: data.shards: {victim['path']} in chunk {chunk.name} of {url}/train")
+    assert last_line.endswith("resume with the same command and ckpt_path=last (the checkpoints are kept)")
+    assert "Traceback" not in failed.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 4, "the checkpoint holds the batches done before the broken image"
+
+    gcsfs.GCSFileSystem().put(str(shards / "train" / chunk.name), f"{url.removeprefix('gs://')}/train/{chunk.name}")
+    resumed = run_cli("train", [*args, "ckpt_path=last"], tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    assert_same_weights(run_dir, reference_run)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mlproj.checkpoints import LAST
 from mlproj.data.order import resume_at
+from mlproj.data.shard_format import ShardReadError
 from mlproj.stop_signals import stop_agreed
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,17 @@ class Preemption(L.Callback):
         self._saved_at = trainer.global_step
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        """A stop during validation: the checkpoint after the epoch's last batch is already there."""
+        """A stop during validation: the checkpoint after the epoch's last batch is already there.
+
+        A shard that cannot be read mid-epoch fails while the next training batch is fetched, so the loops hold
+        exactly the batches done: that position is saved, and the same command with ckpt_path=last continues there
+        once the shard is fixed. Under DDP the other ranks are not at a barrier, so the last periodic checkpoint
+        stands instead.
+        """
         if isinstance(exception, SIGTERMException) and trainer.is_global_zero:
             log.warning("stopped by a signal; resume with the same command and ckpt_path=last (%s)", self.last_path)
+        if isinstance(exception, ShardReadError) and trainer.training and trainer.world_size == 1:
+            self.save(trainer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[RNG_KEY] = rng_states()

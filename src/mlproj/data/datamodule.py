@@ -321,6 +321,7 @@ class ImageDataModule(L.LightningDataModule):
             epoch_source=self.trainer_epoch,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator(),  # starting an epoch draws nothing from the global random state
         )

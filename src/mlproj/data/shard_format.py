@@ -24,6 +24,12 @@ from typing import Any
 from mlproj.errors import ConfigError
 from mlproj.storage import is_remote, read_text
 
+
+class ShardReadError(ConfigError):
+    """A chunk that could not be downloaded (after the storage client's own retries) or an image that does not
+    decode, mid-epoch: the run stops with one line naming it, keeping a checkpoint of where it stopped."""
+
+
 FORMAT = "mlproj-shards"
 VERSION = 1  # bump when samples or the index change shape: readers refuse other versions with one line
 INDEX = "mlproj-shards.json"

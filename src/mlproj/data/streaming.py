@@ -26,8 +26,10 @@ with its own draw before the batch transforms. PNGs (images stored losslessly) a
 
 import json
 import math
+import multiprocessing
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,11 +38,12 @@ import torch
 from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.sampler import ChunkedIndex
 from torch import nn
+from torch.utils.data import get_worker_info
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from mlproj.data.batch_transforms import ImageTransform
 from mlproj.data.order import run_seed, seeded_for
-from mlproj.data.shard_format import ShardIndex, join
+from mlproj.data.shard_format import ShardIndex, ShardReadError, join
 from mlproj.errors import ConfigError
 from mlproj.storage import is_remote, read_text
 
@@ -75,8 +78,12 @@ def crop_decoded(transform: ImageTransform, image: torch.Tensor) -> torch.Tensor
     return cropped.round_().clamp_(0, 255).to(torch.uint8)
 
 
-class ShardReadError(ConfigError):
-    """A chunk that could not be downloaded or an image that could not be decoded: the run stops with one line."""
+def undecodable(image: str, error: RuntimeError) -> ShardReadError:
+    reason = " ".join(str(error).split())
+    return ShardReadError(
+        f"data.shards: {image} does not decode ({reason}): write the shards again with `mlproj prepare`, then resume"
+        " with the same command and ckpt_path=last (the checkpoints are kept)"
+    )
 
 
 class ShardImages:
@@ -118,11 +125,7 @@ class ShardImages:
                 try:
                     decode_jpeg(self.parts[k], mode=ImageReadMode.RGB, device=device)
                 except RuntimeError as error:
-                    reason = " ".join(str(error).split())
-                    raise ShardReadError(
-                        f"data.shards: {self.paths[k]} does not decode ({reason}): write the shards again with"
-                        " `mlproj prepare`"
-                    ) from error
+                    raise undecodable(self.paths[k], error) from error
             raise
         parts = [part.to(device, non_blocking=True) if part.dim() == 3 else part for part in self.parts]
         for k, image in zip(slots, images, strict=True):
@@ -175,6 +178,23 @@ class ShardDataset(StreamingDataset):
         self.size = size
         self.image_transform = transform
         self.decode_here = decode_here
+        # Loader workers persist across epochs (LitData would start them afresh for every epoch: LitData issue
+        # #641), so the epoch the main process sets must reach them: through shared memory, as forked workers
+        # hold a copy of this object.
+        self.shared_epoch = multiprocessing.Value("i", self.current_epoch, lock=False)
+        self.iterated_here = False
+
+    def set_epoch(self, current_epoch: int) -> None:
+        super().set_epoch(current_epoch)
+        self.shared_epoch.value = self.current_epoch
+
+    def __iter__(self) -> "ShardDataset":
+        if get_worker_info() is not None:
+            if self.iterated_here:  # a persistent worker's next epoch: the main process's, never a stale resume
+                self.reset_state_dict()
+                self.current_epoch = self.shared_epoch.value
+            self.iterated_here = True
+        return super().__iter__()
 
     def __getitem__(self, index: Any) -> Any:
         if not isinstance(index, ChunkedIndex):  # random access by position: the stored sample as it is
@@ -195,11 +215,9 @@ class ShardDataset(StreamingDataset):
             try:
                 decoded = decode(data)
             except RuntimeError as error:
-                reason = " ".join(str(error).split())
-                raise ShardReadError(
-                    f"data.shards: {item['path']} in chunk {self.chunk_name(index.chunk_index)} of {self.url} does not"
-                    f" decode ({reason}): write the shards again with `mlproj prepare`"
-                ) from error
+                self.forget_chunk(index.chunk_index)
+                where = f"{item['path']} in chunk {self.chunk_name(index.chunk_index)} of {self.url}"
+                raise undecodable(where, error) from error
             with seeded_for(draw):
                 image = crop_decoded(self.image_transform, decoded)
         return image, int(item["label"]), draw, i, str(item["path"])
@@ -217,6 +235,17 @@ class ShardDataset(StreamingDataset):
             if named:
                 return named.group(0), reason[:300]
         return self.chunk_name(chunk_index), reason[:300]
+
+    def forget_chunk(self, chunk_index: int) -> None:
+        """Drop a chunk holding a broken image from the local chunk cache, so that the run resumed once the bucket's
+        copy is fixed downloads that copy. A local shard set is read in place: nothing to drop."""
+        if not is_remote(self.url):
+            return
+        try:
+            cached = self.cache._reader.config.download_filepath(chunk_index)  # type: ignore[union-attr]
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return
+        Path(cached).unlink(missing_ok=True)
 
     def chunk_name(self, chunk_index: int) -> str:
         try:
@@ -255,6 +284,7 @@ class ShardLoader(StreamingDataLoader):
         loops restored: with whole batches per worker, taken in turn, `batches_done * batch_size` images into the
         epoch on this rank.
         """
+        self._iterator = None  # running workers hold the old position: the next epoch starts new ones
         self.dataset.reset_state_dict()
         self.restore = False
         if batches_done <= 0:
