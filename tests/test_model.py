@@ -94,7 +94,7 @@ def test_per_update_schedules_warm_up_peak_and_decay(name: str) -> None:
         "div_factor": 25.0,
         "final_div_factor": 1e3,
     }
-    schedule = build_scheduler(optimizer, 0.1, settings, total_steps=40, max_epochs=4)
+    schedule = build_scheduler(optimizer, 0.1, settings, total_steps=40, steps_per_epoch=10)
     assert schedule["interval"] == "step"
     lrs = []
     for step in range(1, 41):

@@ -260,3 +260,29 @@ def test_cifar10_trains_from_its_data_config(tmp_path: Path, train_in_process) -
     summary = read_summary(run_dir)
     assert summary["status"] == "finished" and summary["num_classes"] == 10
     assert summary["split_sizes"] == {"train": 230, "val": 20, "test": 100}
+
+
+def test_a_run_with_no_planned_end_trains_with_max_steps_or_max_time(digits_root: Path, train_in_process) -> None:
+    """trainer.max_epochs=-1 (until stopped): the cosine schedule takes its length from max_steps; with max_time
+    alone, a schedule that needs no length."""
+    _, run_dir = train_in_process(f"data.root={digits_root}", *QUICK, "trainer.max_epochs=-1", "trainer.max_steps=4")
+    import torch
+
+    assert read_summary(run_dir)["status"] == "finished"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    timed = [*QUICK, "trainer.max_epochs=-1", "trainer.max_time=00:00:00:02", "model/scheduler=step", "test=false"]
+    _, run_dir = train_in_process(f"data.root={digits_root}", *timed)
+    assert read_summary(run_dir)["status"] == "finished"
+
+
+def test_a_schedule_with_no_length_to_plan_over_is_one_line(digits_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [f"data.root={digits_root}", *QUICK, "trainer.max_epochs=-1", f"hydra.run.dir={run_dir}"]
+    result = run_cli("train", args, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: model.scheduler.name=onecycle is planned over the run's length, and trainer.max_epochs=-1 with no"
+        " trainer.max_steps has none: set trainer.max_steps=N, or model.scheduler=step or none"
+    )  # the default experiment's (digits) schedule
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists(), "nothing written"

@@ -198,6 +198,9 @@ def test_strict_parse_rejects_what_vertex_would(path: tuple, value: object) -> N
         (["--output-dir=/local/dir"], "--output-dir /local/dir is not a gs:// URI"),
         (["--wandb-secret=abc123"], "--wandb-secret=abc123 is not a Secret Manager version"),
         (["experiment"], "'experiment' is not a Hydra override"),
+        (["experiment=nosuch"], "Could not find 'experiment/nosuch' (one of: cifar100_efficientnet_b0_linear_probe"),
+        (["trainer.max_epoch=1"], "Could not override 'trainer.max_epoch'"),
+        (["--task=prepare", "--gpus=0", "shards=gs://b/s", "data=nosuch"], "the prepare config does not compose"),
     ],
 )
 def test_bad_flags_stop_with_one_line(args: list[str], named: str, tmp_path: Path) -> None:

@@ -4,17 +4,38 @@ leaving no run dir behind.
 This module must stay light: `--help` and `--cfg job` import it and nothing heavier.
 """
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mlproj.cli import one_line_errors
-from mlproj.run_record import discard_unused_run_dir
+from mlproj.composition import CONFIG_DIR
+from mlproj.run_record import discard_unused_run_dir, is_main_process, occupied
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+class RunDirGuard(Callback):
+    """Stops a run before Hydra writes anything when `hydra.run.dir` holds another run (configs/hydra/default.yaml
+    names it): a finished or failed run, another task's outputs, or files that are no run at all."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_main_process():  # DDP children re-run the command in the run dir their parent started
+            return
+        run_dir = Path(config.hydra.run.dir).absolute()
+        reason = occupied(run_dir, config.task, config.get("ckpt_path"))
+        if reason is None:
+            return
+        resume = " or ckpt_path=last to resume it," if config.task == "train" else ""
+        print(
+            f"error: hydra.run.dir={run_dir} {reason}: give another hydra.run.dir,{resume} or leave hydra.run.dir"
+            " out for a new run dir",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:

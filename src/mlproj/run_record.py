@@ -116,6 +116,24 @@ def discard_unused_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def occupied(run_dir: Path, task: str, ckpt_path: str | None) -> str | None:
+    """What in `run_dir` a new `task` run must not write over (None: nothing). Only an interrupted training run
+    (or one whose process is gone) is continued in place; `ckpt_path=last` asks for that explicitly."""
+    if not run_dir.is_dir():
+        return None
+    found = sorted({p.name for p in run_dir.iterdir()} - HYDRA_FILES)
+    if not found:
+        return None
+    summary = read_summary(run_dir)
+    if task == "train" and summary is not None:
+        status = summary.get("status")
+        if ckpt_path == "last" or status == "interrupted" or (status == "running" and not run_process_alive(summary)):
+            return None
+        return f"holds run {summary.get('name')} ({status}, experiment {summary.get('experiment')})"
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    return f"holds {shown}, which this {task} run would write over"
+
+
 def read_summary(records: str | Path) -> dict[str, Any] | None:
     """The summary.json in a run dir, or in a checkpoint dir elsewhere (any fsspec location), if readable."""
     text = read_text(f"{records}/{SUMMARY}")

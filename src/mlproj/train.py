@@ -70,6 +70,7 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any
     from mlproj.callbacks.checkpoint_metadata import CheckpointMetadata
     from mlproj.checkpoint_io import AtomicCheckpointIO
     from mlproj.cloud.cluster import cluster_plugins
+    from mlproj.models.optim import check_schedule_length
 
     preprocessing = resolve_preprocessing(cfg.model.backbone, cfg.data)
     datamodule = build_datamodule(cfg.data, preprocessing)
@@ -86,6 +87,7 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> tuple[Any
         logger=instantiate_group(cfg.get("logger")) or False,
         plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg.trainer.num_nodes)],
     )
+    check_schedule_length((cfg.model.get("scheduler") or {}).get("name", "none"), trainer.max_epochs, trainer.max_steps)
     return datamodule, model, trainer
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mlproj.cloud.secrets import SECRET_VAR, check_secret_version
+from mlproj.composition import compose
 from mlproj.errors import ConfigError
 
 DEFAULT_REGION = "us-central1"
@@ -264,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         task=args.task,
     )
     spec = job_spec(request)
+    compose(args.task, container_args(request))  # as the container will, before anything is printed or paid for
     if args.dry_run:
         print(spec_yaml(spec, display_name, args.project, args.region), end="")
         return

@@ -4,6 +4,7 @@ It knows nothing of files, buckets or preprocessing: batches arrive normalised (
 transforms), checkpoints through Lightning.
 """
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,13 +159,20 @@ class ImageClassifier(L.LightningModule):
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self(images).float().softmax(dim=-1)
 
+    def planned_updates(self) -> int | None:
+        """Optimizer updates in the whole run; None when it has no planned end (trainer.max_epochs=-1)."""
+        total = self.trainer.estimated_stepping_batches
+        return None if math.isinf(total) else int(total)
+
     def build_schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        batches = self.trainer.num_training_batches  # set up by estimated_stepping_batches
+        per_epoch = 1 if math.isinf(batches) else math.ceil(batches / self.trainer.accumulate_grad_batches)
         return build_scheduler(
             optimizer,
             self.lr,
             dict(self.hparams.scheduler or {"name": "none"}),
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            max_epochs=max(1, self.trainer.max_epochs or 1),
+            total_steps=self.planned_updates(),
+            steps_per_epoch=per_epoch,
         )
 
     def configure_optimizers(self) -> Any:
@@ -179,7 +187,7 @@ class ImageClassifier(L.LightningModule):
         """
         for config in self.trainer.lr_scheduler_configs:
             restored = planned_steps(config.scheduler)
-            if restored is None or restored == int(self.trainer.estimated_stepping_batches):
+            if restored is None or restored == self.planned_updates():
                 continue
             fresh = self.build_schedule(config.scheduler.optimizer)
             fast_forward(fresh["scheduler"], self.global_step)

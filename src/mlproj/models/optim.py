@@ -41,15 +41,35 @@ def build_optimizer(module: nn.Module, lr: float, settings: Mapping[str, Any]) -
             raise ConfigError(f"model.optimizer={dict(settings)}: {error}") from error
 
 
+LENGTH_SCHEDULES = ("cosine", "onecycle")  # planned over the whole run: they need its length in updates
+
+
+def check_schedule_length(name: str, max_epochs: int | None, max_steps: int | None) -> None:
+    """trainer.max_epochs=-1 trains until stopped (max_time, a stop signal); a schedule planned over the whole run
+    then has no length unless trainer.max_steps gives one."""
+    if name in LENGTH_SCHEDULES and max_epochs == -1 and (max_steps is None or max_steps < 0):
+        raise ConfigError(
+            f"model.scheduler.name={name} is planned over the run's length, and trainer.max_epochs=-1 with no"
+            " trainer.max_steps has none: set trainer.max_steps=N, or model.scheduler=step or none"
+        )
+
+
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, lr: float, settings: Mapping[str, Any], total_steps: int, max_epochs: int
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    settings: Mapping[str, Any],
+    total_steps: int | None,
+    steps_per_epoch: int,
 ) -> dict[str, Any] | None:
-    """A Lightning lr_scheduler config; per-update schedules get interval "step"."""
+    """A Lightning lr_scheduler config; per-update schedules get interval "step". `total_steps` is None for a run
+    with no planned end."""
     name = settings.get("name", "none")
-    steps_per_epoch = max(1, total_steps // max(1, max_epochs))
     if name == "none":
         return None
+    if name in LENGTH_SCHEDULES and total_steps is None:
+        check_schedule_length(name, -1, None)
     if name == "onecycle":
+        assert total_steps is not None
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=lr,
@@ -62,7 +82,8 @@ def build_scheduler(
     if name == "cosine":
         from timm.scheduler import CosineLRScheduler
 
-        warmup = min(int(settings["warmup_epochs"] * steps_per_epoch), max(0, total_steps - 1))
+        assert total_steps is not None
+        warmup = min(int(settings["warmup_epochs"] * max(1, steps_per_epoch)), max(0, total_steps - 1))
         scheduler = CosineLRScheduler(
             optimizer,
             t_initial=max(1, total_steps - warmup),
