@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from mlproj.cli import one_line_errors
 from mlproj.composition import CONFIG_DIR
+from mlproj.knobs import check_config
 from mlproj.run_record import discard_unused_run_dir, is_main_process, occupied
 
 
@@ -45,6 +46,7 @@ def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
     def main(cfg: DictConfig) -> Any:
         # Inside the task: @hydra.main prints a traceback for whatever leaves it.
         with one_line_errors(cleanup=lambda: discard_unused_run_dir(Path(cfg.paths.output_dir))):
+            check_config(cfg)  # every knob the user can set, before any work
             return task(cfg)
 
     return main
