@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +110,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     return Models(checkpoint, run_dir, images, exported)
 
 
+def serve_process(model: Path, port: int, *options: str) -> subprocess.Popen:
+    """`mlproj serve` as the api image starts it: the model and the port from the environment (Cloud Run sets PORT).
+    A pass waits up to 50 ms for images still being decoded, so concurrent test requests share passes."""
+    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    command = [MLPROJ, "serve", "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-batch-delay-ms", "50", *options]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 @pytest.fixture(scope="module")
 def start_server(models: Models) -> Iterator:
     """Starts `mlproj serve MODEL` processes (at most one per model), all stopped when the module ends."""
@@ -118,10 +128,7 @@ def start_server(models: Models) -> Iterator:
         if model in running:
             return running[model]
         port = free_port()
-        # The model path from the environment and the port from the command line: both ways the image passes them.
-        env = {**os.environ, "MODEL_PATH": str(model), "PYTHONUNBUFFERED": "1"}
-        command = [MLPROJ, "serve", "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB)]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = serve_process(model, port)
         processes.append(process)
         running[model] = Server(f"http://127.0.0.1:{port}", model)
         wait_for_health(running[model].url, process)
@@ -171,6 +178,146 @@ def test_every_model_format_answers_what_predict_py_answers(models: Models, star
             assert [p["probability"] for p in result["predictions"]] == pytest.approx(
                 [float(row[f"prob{k}"]) for k in (1, 2, 3)], abs=1e-5
             )
+
+
+def concurrently(url: str, uploads: list[list[tuple[str, bytes]]]) -> list[tuple[int, dict]]:
+    """Each upload as its own request, all sent at once."""
+    with ThreadPoolExecutor(len(uploads)) as pool:
+        return list(pool.map(lambda files: upload(url, files), uploads))
+
+
+def forward_passes(url: str) -> tuple[float, float]:
+    """(forward passes, images in them) so far, from /metrics."""
+    samples = prometheus(url)
+    return samples[("mlproj_batch_size_count", ())], samples[("mlproj_batch_size_sum", ())]
+
+
+@pytest.mark.slow
+def test_concurrent_requests_share_forward_passes_and_get_what_each_image_alone_gets(
+    models: Models, start_server
+) -> None:
+    from mlproj.serve.predictor import Predictor, decode_upload
+
+    images = sorted(models.images.rglob("*_00[0-3].*"))  # 12: PNG and JPEG, every class
+    for model in (models.checkpoint, *models.exported.values()):
+        server = start_server(model)
+        passes, counted = forward_passes(server.url)
+        answers = concurrently(f"{server.url}/predict?top_k=3", [files_of(image) for image in images])
+        passes_after, counted_after = forward_passes(server.url)
+        assert counted_after - counted == len(images)
+        assert passes_after - passes < len(images), f"{model.name}: no two requests shared a forward pass"
+        predictor = Predictor.load(str(model))
+        for image, (status, answer) in zip(images, answers, strict=True):
+            assert status == 200, answer
+            (alone,) = predictor.top_k([decode_upload(image.read_bytes())], 3)  # a forward pass of this image alone
+            (result,) = answer["results"]
+            assert [p["label"] for p in result["predictions"]] == [p.label for p in alone], (model.name, image.name)
+            assert [p["probability"] for p in result["predictions"]] == pytest.approx(
+                [p.probability for p in alone], abs=1e-6
+            )
+
+
+def test_a_bad_image_among_concurrent_requests_fails_only_its_own_request(server: Server, models: Models) -> None:
+    good = sorted(models.images.rglob("*.png"))[:6]
+    bad = [[("notes.txt", b"not an image at all")], [("half.png", good[0].read_bytes()[:200])]]
+    answers = concurrently(f"{server.url}/predict", [files_of(image) for image in good] + bad)
+    assert [status for status, _ in answers] == [200] * len(good) + [415, 415]
+    assert answers[-2][1]["detail"].startswith("notes.txt: not an image Pillow can read")
+    assert answers[-1][1]["detail"].startswith("half.png: truncated or corrupt")
+    for image, (_, answer) in zip(good, answers, strict=False):
+        (result,) = answer["results"]
+        (alone,) = upload(f"{server.url}/predict", files_of(image))[1]["results"]  # as it is answered on its own
+        assert [p["label"] for p in result["predictions"]] == [p["label"] for p in alone["predictions"]]
+        assert [p["probability"] for p in result["predictions"]] == pytest.approx(
+            [p["probability"] for p in alone["predictions"]], abs=1e-6
+        )
+
+
+def test_health_is_503_until_the_model_is_warmed_up(models: Models) -> None:
+    from fastapi.testclient import TestClient
+
+    from mlproj.serve.app import create_app
+    from mlproj.serve.predictor import Predictor
+
+    app = create_app(Predictor.load(str(models.exported["onnx"])))
+    client = TestClient(app)  # not started: the app's lifespan (batch workers, warm-up) has not run
+    answer = client.get("/health")
+    assert answer.status_code == 503
+    assert answer.json() == {"detail": "the model is warming up: send the request again in a moment"}
+    assert client.get("/metrics").status_code == 200  # Prometheus may scrape a server that is not ready
+    with TestClient(app) as started:
+        assert started.get("/health").json() == {"status": "ok"}
+
+
+def test_a_request_not_answered_within_the_timeout_gets_503(models: Models) -> None:
+    from fastapi.testclient import TestClient
+
+    from mlproj.serve.app import create_app
+    from mlproj.serve.predictor import Predictor
+
+    image = models.images / "cat" / "cat_000.jpg"
+    app = create_app(Predictor.load(str(models.exported["onnx"])), timeout_s=0.001)  # less than a decode takes
+    with TestClient(app) as client:
+        answer = client.post("/predict", files=[("file", (image.name, image.read_bytes()))])
+        assert answer.status_code == 503
+        assert answer.json()["detail"].startswith("not answered within 0.001 s (mlproj serve --timeout)")
+        assert client.get("/health").json() == {"status": "ok"}
+
+
+def stalled_upload(port: int, data: bytes) -> tuple[socket.socket, bytes]:
+    """A POST /predict whose headers and first half of the body are sent: in flight until the rest comes."""
+    body = form([("slow.png", data)])
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+    )
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(head.encode() + body[: len(body) // 2])
+    return connection, body[len(body) // 2 :]
+
+
+def wait_in_flight(url: str, count: int) -> None:
+    """Until `count` requests are in flight besides the /metrics request asking."""
+    deadline = time.monotonic() + 10
+    while prometheus(url)[("mlproj_requests_in_flight", ())] != count + 1:
+        assert time.monotonic() < deadline, "the stalled upload never reached the app"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_refuses_new_requests_finishes_those_in_flight_then_exits_0(models: Models) -> None:
+    image = models.images / "fox" / "fox_000.jpg"
+    ports = {"drains": free_port(), "grace runs out": free_port()}
+    processes = {
+        "drains": serve_process(models.exported["onnx"], ports["drains"], "--port", str(ports["drains"])),
+        "grace runs out": serve_process(models.exported["onnx"], ports["grace runs out"], "--grace-period", "1"),
+    }
+    try:
+        for name, process in processes.items():
+            wait_for_health(f"http://127.0.0.1:{ports[name]}", process)
+        stalled = {name: stalled_upload(port, image.read_bytes()) for name, port in ports.items()}
+        for name, port in ports.items():
+            wait_in_flight(f"http://127.0.0.1:{port}", 1)
+            processes[name].send_signal(signal.SIGTERM)
+        url = f"http://127.0.0.1:{ports['drains']}"
+        time.sleep(0.3)
+        refused = "the server is shutting down: send the request again (to another instance)"
+        assert request(f"{url}/health") == (503, {"detail": refused})
+        assert upload(f"{url}/predict", files_of(image)) == (503, {"detail": refused})
+        connection, rest = stalled["drains"]
+        connection.sendall(rest)
+        answer = connection.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert b'"file":"slow.png"' in answer
+        assert processes["drains"].wait(10) == 0
+        began = time.monotonic()
+        assert processes["grace runs out"].wait(15) == 0  # the stalled upload is dropped after 1 s
+        assert "grace period over: dropping 1 requests in flight" in processes["grace runs out"].stdout.read()
+        assert time.monotonic() - began < 10
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()
 
 
 def test_top_k_is_capped_at_the_number_of_classes(server: Server, models: Models) -> None:
@@ -281,6 +428,9 @@ def test_metrics_count_requests_by_status_latency_and_predicted_classes(server: 
     assert grew(("mlproj_requests_total", bad)) == 1
     assert grew(("mlproj_request_seconds_count", (("route", "/predict"),))) == 2
     assert grew(("mlproj_request_seconds_bucket", (("le", "+Inf"), ("route", "/predict")))) == 2
+    assert grew(("mlproj_batch_size_count", ())) == 1  # the two images in one forward pass; the text file in none
+    assert grew(("mlproj_batch_size_sum", ())) == 2
+    assert after[("mlproj_queue_depth", ())] == 0
     top1 = [result["predictions"][0]["label"] for result in answer["results"]]
     for label in set(top1):
         assert grew(("mlproj_predictions_total", (("label", label),))) == top1.count(label)
@@ -288,7 +438,7 @@ def test_metrics_count_requests_by_status_latency_and_predicted_classes(server: 
 
 @pytest.mark.slow
 def test_200_concurrent_requests_all_succeed(server: Server, models: Models) -> None:
-    """The load test's own client, in its own process: every request answered, none over its timeout."""
+    """The load test's own client, in its own processes: every request answered, none over its timeout."""
     image = models.images / "cat" / "cat_002.jpg"
     command = [sys.executable, str(ROOT / "benchmarks" / "serve_load.py"), server.url, str(image)]
     result = subprocess.run(
@@ -299,6 +449,8 @@ def test_200_concurrent_requests_all_succeed(server: Server, models: Models) -> 
     assert result.returncode == 0 and report["errors"] == 0, report
     assert report["requests"] == 200
     assert request(f"{server.url}/health") == (200, {"status": "ok"})
+    alone = json.loads(subprocess.run([*command, "--requests", "1"], capture_output=True, text=True).stdout)
+    assert alone["requests"] == 1 and alone["errors"] == 0 and alone["p50_ms"] == alone["p99_ms"]
 
 
 def test_the_demo_answers_what_the_api_answers(server: Server, models: Models) -> None:
@@ -369,3 +521,38 @@ def test_an_exported_model_without_its_card_is_one_line_and_exit_status_2(
         f"error: {alone} has no model.onnx.json beside it (classes and preprocessing): export it with"
         " `mlproj export`, which writes both"
     ]
+
+
+def test_workers_share_the_cores_between_their_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    from mlproj.serve.command import cores, parse_args, workers_and_threads
+
+    assert workers_and_threads("model.onnx", None, None) == (cores(), 1)
+    assert workers_and_threads("best.ckpt", None, None) == (1, cores())
+    assert workers_and_threads("model.pt", 2, None) == (2, max(1, cores() // 2))
+    assert workers_and_threads("model.onnx", 2, 3) == (2, 3)
+    for bad in (["--workers", "0"], ["--max-batch-size", "-1"], ["--timeout", "0"], ["--max-batch-delay-ms", "-5"]):
+        with pytest.raises(SystemExit) as exit_status:
+            parse_args(["model.onnx", *bad])
+        assert exit_status.value.code == 2
+        assert bad[0] in capsys.readouterr().err
+
+
+def test_onnx_runtime_sessions_take_the_thread_count_of_a_worker(
+    models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime reads ORT_INTRA_OP_NUM_THREADS when a session is made without a thread count (the inference
+    layer makes them so); without it, a session of every worker would start a thread per core."""
+    import torch
+
+    from mlproj.serve.command import limit_threads
+    from mlproj.serve.predictor import Predictor
+
+    monkeypatch.setenv("ORT_INTRA_OP_NUM_THREADS", "")  # limit_threads sets it; monkeypatch puts it back
+    torch_threads = torch.get_num_threads()
+    try:
+        limit_threads(1)
+        before = len(os.listdir("/proc/self/task"))
+        Predictor.load(str(models.exported["onnx"]))
+        assert len(os.listdir("/proc/self/task")) == before, "the session started intra-op threads of its own"
+    finally:
+        torch.set_num_threads(torch_threads)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
+
     from mlproj.inference.card import ModelCard
     from mlproj.inference.model import TrainedModel
 
@@ -52,7 +54,11 @@ def decode_upload(data: bytes) -> np.ndarray:
 
 
 class Predictor:
-    """A loaded model with the evaluation preprocessing its checkpoint or card records."""
+    """A loaded model with the evaluation preprocessing its checkpoint or card records.
+
+    Split in two so serving can batch: `crops` is per request (decoded uploads cropped as the model sees them, in
+    parallel in the decoder threads), `probabilities` is one forward pass over crops stacked from many requests.
+    """
 
     def __init__(self, trained: "TrainedModel") -> None:
         self.trained = trained
@@ -65,12 +71,37 @@ class Predictor:
 
         return cls(load_model(path, key="MODEL_PATH"))
 
-    def top_k(self, images: Sequence[np.ndarray], k: int) -> list[list[Prediction]]:
-        """For each image, the `k` most probable classes (at most all of them), most probable first."""
+    def crops(self, images: Sequence[np.ndarray]) -> "torch.Tensor":
+        """uint8 (N, 3, H, W): the loader's per-image crop of evaluation."""
+        return self.trained.preprocess.crops(images)
+
+    def probabilities(self, crops: "torch.Tensor") -> "torch.Tensor":
+        """(N, classes) probabilities of `crops`, normalised as the device does, from one call to the model, as the
+        inference layer serves them (its temperature applied)."""
+        import torch
+
         trained = self.trained
-        probabilities = trained.logits(trained.preprocess(images)).float().softmax(dim=-1)
-        values, index = probabilities.topk(min(k, len(trained.classes)), dim=1)
+        with torch.inference_mode():
+            return trained.probabilities(trained.preprocess.batch_transform(crops))
+
+    def ranked(self, probabilities: "torch.Tensor", k: int) -> list[list[Prediction]]:
+        """For each row, the `k` most probable classes (at most all of them), most probable first."""
+        classes = self.trained.classes
+        values, index = probabilities.topk(min(k, len(classes)), dim=1)
         return [
-            [Prediction(trained.classes[i], p) for i, p in zip(row_index, row_values, strict=True)]
+            [Prediction(classes[i], p) for i, p in zip(row_index, row_values, strict=True)]
             for row_index, row_values in zip(index.tolist(), values.tolist(), strict=True)
         ]
+
+    def top_k(self, images: Sequence[np.ndarray], k: int) -> list[list[Prediction]]:
+        """For each image, the `k` most probable classes, in one forward pass (the demo's path, unbatched)."""
+        return self.ranked(self.probabilities(self.crops(images)), k)
+
+    def warm_up(self, batch_sizes: Sequence[int]) -> None:
+        """One forward pass at each batch size, so the first requests do not pay for the runtime's first-call setup
+        (ONNX Runtime and PyTorch allocate and choose kernels per input shape on first use)."""
+        import torch
+
+        channels, height, width = self.trained.preprocessing["input_size"]
+        for size in batch_sizes:
+            self.probabilities(torch.zeros(size, channels, height, width, dtype=torch.uint8))
