@@ -530,7 +530,8 @@ def test_workers_share_the_cores_between_their_threads(capsys: pytest.CaptureFix
     assert workers_and_threads("best.ckpt", None, None) == (1, cores())
     assert workers_and_threads("model.pt", 2, None) == (2, max(1, cores() // 2))
     assert workers_and_threads("model.onnx", 2, 3) == (2, 3)
-    for bad in (["--workers", "0"], ["--max-batch-size", "-1"], ["--timeout", "0"], ["--max-batch-delay-ms", "-5"]):
+    bad_flags = (["--workers", "0"], ["--max-batch-size", "-1"], ["--timeout", "0"], ["--max-batch-delay-ms", "-5"])
+    for bad in (*bad_flags, ["--port", "70000"], ["--port", "0"], ["--port", "http"]):
         with pytest.raises(SystemExit) as exit_status:
             parse_args(["model.onnx", *bad])
         assert exit_status.value.code == 2

@@ -43,10 +43,18 @@ def above_zero(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def port(text: str) -> int:
+    """An argparse type (checked before the model loads); a default from $PORT goes through it too."""
+    value = int(text)
+    if not 0 < value < 2**16:
+        raise argparse.ArgumentTypeError(f"{text}: give a port from 1 to 65535")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mlproj serve", description="Serve top-k predictions of a model over HTTP.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 in a container)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")), help="default: $PORT or 8000")
+    parser.add_argument("--port", type=port, default=os.environ.get("PORT", "8000"), help="default: $PORT or 8000")
     parser.add_argument(
         "--max-upload-mb",
         type=above_zero(float),
