@@ -1,6 +1,8 @@
 """Every knob of every Hydra task, walked with bad values of its kind (mlproj.knobs.KNOBS, the description the tasks
 check before any work): each is refused in one line naming the key. New knobs are covered by adding them there."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,9 @@ from mlproj.composition import CONFIG_DIR, compose
 from mlproj.errors import ConfigError
 from mlproj.knobs import KNOBS, MISSING, Knob, check_config, select
 
-from conftest import run_cli
+from conftest import ROOT
+
+MLPROJ = str(Path(sys.executable).with_name("mlproj"))
 
 # The least each task needs to compose with its required values given.
 TASKS = {
@@ -81,16 +85,22 @@ def test_every_task_passes_as_shipped(task: str) -> None:
     [
         ("train", ["data.batch_size=0"], "error: data.batch_size=0 is not an integer >= 1: images per device per step"),
         ("train", ["data.num_workers=-1"], "error: data.num_workers=-1 is not an integer >= 0: loader processes"),
-        ("eval", [], "error: ckpt_path is required: give ckpt_path=VALUE (a .ckpt file or gs:// URL"),
+        (
+            "eval",
+            [],
+            "error: ckpt_path is required: give ckpt_path=VALUE (a .ckpt file or gs:// URL; train also takes last)",
+        ),
         ("predict", ["ckpt_path=x.ckpt", "input=pics", "top_k=0"], "error: top_k=0 is not an integer >= 1"),
         ("predict", ["ckpt_path=x.ckpt", "input=pics", "top_k=abc"], "error: top_k='abc' is not an integer >= 1"),
+        ("prepare", ["data=imagefolder"], "error: data.root is required: give data.root=VALUE (the folder of images"),
     ],
 )
 def test_the_commands_stop_before_any_work_with_one_line(
     script: str, args: list[str], line: str, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(script, [*args, f"hydra.run.dir={run_dir}"], tmp_path, timeout=120)
+    command = [MLPROJ, script] if script == "prepare" else [sys.executable, str(ROOT / f"{script}.py")]
+    result = subprocess.run([*command, *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(line) and result.stderr.strip().count("\n") == 0, result.stderr
     assert not run_dir.exists(), "nothing written"

@@ -55,7 +55,8 @@ class Knob:
 
 KNOBS: dict[str, Knob] = {
     "seed": Knob(int, "the seed of Python, NumPy, torch and loader workers", low=0, nullable=True),
-    "ckpt_path": Knob(str, "a .ckpt file or gs:// URL (train also takes last)", nullable=True),
+    "ckpt_path": Knob(str, "a .ckpt file or gs:// URL; train also takes last", nullable=True),
+    "data.root": Knob(str, "the folder of images: class folders, or train/ val/ [test/] of class folders"),
     "data.batch_size": Knob(int, "images per device per step", low=1),
     "data.num_workers": Knob(int, "loader processes per device (0: load in the main process)", low=0),
     "data.image_size": Knob(int, "the model's input resolution (null: the backbone's)", low=8, nullable=True),

@@ -18,7 +18,8 @@ from mlproj.storage import read_text, write_json, write_text
 
 SUMMARY = "summary.json"
 RUN_ID_FILE = "wandb_run_id"  # the W&B run a run dir logs to (mlproj.loggers), kept so a resume continues it
-HYDRA_FILES = {".hydra", "train.log", "eval.log", "predict.log"}
+# What Hydra writes into a run dir before the task starts (the log is named by hydra.job.name, the task).
+HYDRA_FILES = {".hydra", *(f"{task}.log" for task in ("train", "eval", "predict", "prepare", "export"))}
 REPORTED_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/acc_top5", "test/loss")
 # Run names: adjective-noun-NN, 64 x 64 x 100 = 409,600 of them (word lists as text: 128 quoted strings read worse).
 ADJECTIVES = """amber bold brave bright brisk calm clever cosmic crisp curious daring dusty eager fancy fierce fluffy
