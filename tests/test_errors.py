@@ -64,10 +64,13 @@ def test_the_command_line_gets_exit_status_2_and_no_traceback(tmp_path: Path) ->
     [
         (["report", "{tmp}"], "RUN_DIR={tmp} is not a run dir"),
         (["drift", "--reference", "{tmp}/nowhere", "--images", "{tmp}"], "--reference {tmp}/nowhere"),
+        (["report", "{tmp}/cut"], "{tmp}/cut/summary.json is not valid JSON"),
     ],
 )
 def test_a_command_with_its_own_flags_ends_the_same_way(args: list[str], named: str, tmp_path: Path) -> None:
     """Not only the Hydra tasks: `mlproj report`, `mlproj drift` and the rest end in one line and exit status 2."""
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "summary.json").write_text('{"status": "fini')  # a summary cut off mid-write
     command = [MLPROJ, *(arg.format(tmp=tmp_path) for arg in args)]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2, result.stderr[-2000:]

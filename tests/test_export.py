@@ -116,5 +116,5 @@ def test_an_unknown_format_is_one_line(checkpoint: Path, tmp_path: Path) -> None
     assert result.returncode == 2
     assert (
         result.stderr.strip().splitlines()[-1]
-        == "error: format=tflite is not an export format: use torchscript or onnx"
+        == "error: format=tflite is not one of onnx, torchscript: the export format"
     )

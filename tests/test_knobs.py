@@ -91,7 +91,7 @@ def test_every_task_passes_as_shipped(task: str) -> None:
             "error: ckpt_path is required: give ckpt_path=VALUE (a .ckpt file or gs:// URL; train also takes last)",
         ),
         ("predict", ["ckpt_path=x.ckpt", "input=pics", "top_k=0"], "error: top_k=0 is not an integer >= 1"),
-        ("predict", ["ckpt_path=x.ckpt", "input=pics", "top_k=abc"], "error: top_k='abc' is not an integer >= 1"),
+        ("predict", ["ckpt_path=x.ckpt", "input=pics", "top_k=abc"], "error: top_k=abc is not an integer >= 1"),
         ("prepare", ["data=imagefolder"], "error: data.root is required: give data.root=VALUE (the folder of images"),
     ],
 )

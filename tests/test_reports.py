@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlproj.stats import wilson_interval
+
 from conftest import compose, make_cifar10, read_summary
 
 # A few batches per stage, and the whole test split.
 QUICK = ["debug=limit", "trainer.limit_test_batches=1.0"]
-SECTIONS = {"run", "metrics", "curves", "epoch-times", "confusion", "misclassified", "lr-finder"}
+SECTIONS = {"run", "metrics", "curves", "epoch-times", "confusion", "misclassified", "calibration", "lr-finder"}
 
 
 def train(tmp: Path, *overrides: str) -> Path:
@@ -74,6 +76,12 @@ def test_a_training_run_writes_metrics_tables_and_predictions(digits_run: Path) 
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert sum(row["support"] for row in metrics["per_class"].values()) == tested
     assert {"test/precision_macro", "test/recall_macro", "test/f1_macro"} <= set(metrics)
+    # 95% intervals: Wilson from the count of correct images, a bootstrap around macro F1; in the summary too
+    assert metrics["test/acc_ci95"] == pytest.approx(list(wilson_interval(round(metrics["test/acc"] * tested), tested)))
+    for name in ("test/acc", "test/acc_top5", "test/f1_macro"):
+        low, high = metrics[f"{name}_ci95"]
+        assert low <= metrics[name] <= high and high - low > 0.01
+        assert summary["metrics"][f"{name}_ci95"] == [low, high]
 
     table = read_csv(digits_run / "metrics.csv")
     assert [row["class"] for row in table] == [str(d) for d in range(10)]
@@ -170,6 +178,8 @@ def test_report_is_one_self_contained_page_copied_to_reports(digits_run: Path, t
         picture(png)
     text = " ".join(parsed.text)
     assert "resnet10t" in text and "digits" in text and "precision" in text
+    low, high = json.loads((digits_run / "metrics.json").read_text())["test/acc_ci95"]
+    assert f"[{low:.4f}, {high:.4f}]" in text  # the 95% interval beside top-1
     assert "model:" in text  # the resolved config
 
 

@@ -78,7 +78,7 @@ def test_table_shows_runs_newest_first_with_their_numbers(tmp_path: Path) -> Non
     old = record_run(
         logs,
         "01T10:00:00",
-        metrics={"val/acc_best": 0.9, "test/acc": 0.88, "test/loss": 0.41},
+        metrics={"val/acc_best": 0.9, "test/acc": 0.88, "test/acc_ci95": [0.85, 0.904], "test/loss": 0.41},
         data_root=str(tmp_path / "data" / "digits"),
     )
     new = record_run(logs, "03T10:00:00", status="failed", backbone="convnext_tiny", batch_size=256, data_root="/d")
@@ -95,7 +95,7 @@ def test_table_shows_runs_newest_first_with_their_numbers(tmp_path: Path) -> Non
     assert rows[0].split()[-5:] == ["10", "256", "-", "-", "-"]
     assert rows[1].split()[1:5] == ["mushroom_resnet50", "resnet10t", "gs://b/mushrooms-256", "interrupted"]
     assert rows[2].split()[3:5] == ["data/digits", "finished"]  # where the data came from, relative to here
-    assert rows[2].split()[-5:] == ["10", "64", "0.9000", "0.8800", "0.4100"]
+    assert rows[2].split()[-7:] == ["10", "64", "0.9000", "0.8800", "±", "0.0270", "0.4100"]  # half the 95% interval
 
 
 def test_a_running_record_whose_process_is_gone_is_stale(tmp_path: Path, gone_pid: int, sleeping_pid: int) -> None:

@@ -145,7 +145,7 @@ def server(models: Models, start_server) -> Server:
     return start_server(models.checkpoint)
 
 
-def predict_py_rows(models: Models, images: list[Path], tmp_path: Path) -> list[dict[str, str]]:
+def predict_py_rows(models: Models, images: list[Path], tmp_path: Path, *options: str) -> list[dict[str, str]]:
     """predict.py's CSV rows for `images` (copied into one folder), in file-name order."""
     from mlproj.predict import predict
 
@@ -154,6 +154,7 @@ def predict_py_rows(models: Models, images: list[Path], tmp_path: Path) -> list[
     for image in images:
         shutil.copy(image, folder / image.name)
     overrides = [f"ckpt_path={models.checkpoint}", f"input={folder}", "accelerator=cpu", "num_workers=0", "top_k=3"]
+    overrides += options
     with open(predict(compose("predict", overrides, tmp_path / "predict")), newline="") as handle:
         return sorted(csv.DictReader(handle), key=lambda row: Path(row["path"]).name)
 
@@ -178,6 +179,27 @@ def test_every_model_format_answers_what_predict_py_answers(models: Models, star
             assert [p["probability"] for p in result["predictions"]] == pytest.approx(
                 [float(row[f"prob{k}"]) for k in (1, 2, 3)], abs=1e-5
             )
+
+
+@pytest.mark.slow
+def test_test_time_augmentation_serves_what_predict_py_answers_with_it(models: Models, tmp_path: Path) -> None:
+    images = [models.images / "cat" / "cat_000.jpg", models.images / "fox" / "fox_002.jpg"]
+    rows = predict_py_rows(models, images, tmp_path, "tta=flip_shift")
+    port = free_port()
+    process = serve_process(models.checkpoint, port, "--tta", "flip_shift")
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", process)
+        assert request(f"http://127.0.0.1:{port}/metadata")[1]["tta"] == "flip_shift"
+        status, answer = upload(f"http://127.0.0.1:{port}/predict?top_k=3", files_of(*images))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert status == 200, answer
+    for result, row in zip(answer["results"], rows, strict=True):
+        assert [p["label"] for p in result["predictions"]] == [row[f"label{k}"] for k in (1, 2, 3)]
+        assert [p["probability"] for p in result["predictions"]] == pytest.approx(
+            [float(row[f"prob{k}"]) for k in (1, 2, 3)], abs=1e-5
+        )
 
 
 def concurrently(url: str, uploads: list[list[tuple[str, bytes]]]) -> list[tuple[int, dict]]:
@@ -395,6 +417,7 @@ def test_metadata_names_the_model_its_data_version_and_commit(server: Server, mo
     assert metadata["data_version"] == summary["data_version"]
     assert metadata["format"] == "checkpoint"
     assert metadata["preprocessing"]["input_size"] == [3, 32, 32]
+    assert metadata["temperature"] == 1.0 and metadata["tta"] is None, "not calibrated, no test-time augmentation"
 
 
 def prometheus(url: str) -> dict[tuple[str, tuple], float]:

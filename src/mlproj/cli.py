@@ -17,12 +17,13 @@ COMMANDS = {
     "eval": "test a checkpoint (same as python eval.py)",
     "predict": "top-k predictions for images (same as python predict.py)",
     "export": "a checkpoint as TorchScript or ONNX, checked against PyTorch: mlproj export ckpt_path=PATH format=onnx",
-    "serve": "serve a model over HTTP: mlproj serve MODEL_PATH [--host H] [--port P] [--max-upload-mb N]",
+    "serve": "serve a model over HTTP, batching requests: mlproj serve MODEL_PATH [--port P] [--workers N] [--help]",
     "demo": "drag-and-drop predictions in the browser (Gradio, the demo extra): mlproj demo MODEL_PATH",
     "vertex": "train on Vertex AI: mlproj vertex submit [KEY=VALUE ...] --output-dir gs://... [--dry-run]",
     "runs": "past training runs, newest first: mlproj runs [--sort METRIC] [--status S] [--json] [--logs DIR]",
     "drift": "new images vs a run's training data: mlproj drift --reference RUN_DIR --images DIR [--output DIR]",
     "report": "one self-contained HTML page for a run, copied to reports/<run name>.html: mlproj report RUN_DIR",
+    "compare": "is B better than A? mlproj compare RUN_A RUN_B [--json] or --a RUN... --b RUN... (seeds)",
 }
 # Commands whose module is not mlproj.<command>.
 MODULES = {"vertex": "mlproj.cloud.vertex", "demo": "mlproj.serve.demo", "report": "mlproj.reports.run_report"}

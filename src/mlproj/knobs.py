@@ -88,6 +88,9 @@ KNOBS: dict[str, Knob] = {
     "num_workers": Knob(int, "loader processes (0: load in the main process)", low=0),
     "check_images": Knob(int, "images the exported model is checked on", low=0),
     "format": Knob(str, "the export format", choices=("onnx", "torchscript")),
+    "calibrate": Knob(bool, "fit a temperature on the validation split and store it in the checkpoint"),
+    "test": Knob(bool, "test the best checkpoint after fit"),
+    "tune_lr": Knob(bool, "run the learning-rate finder first"),
     "tta": Knob(str, "test-time augmentation", choices=("flip", "flip_shift"), nullable=True),
     "input": Knob(str, "an image file or a folder of images", nullable=True),
 }
@@ -99,7 +102,7 @@ def select(cfg: Any, key: str) -> Any:
 
     node: Any = cfg
     for part in key.split("."):
-        if not OmegaConf.is_dict(node) or part not in node.keys():  # `in node` is False for a `???` value
+        if not OmegaConf.is_dict(node) or part not in node.keys():  # noqa: SIM118 - `in node` is False for `???`
             return MISSING
         if OmegaConf.is_missing(node, part):
             return "???"
@@ -116,4 +119,4 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         if value == "???":
             raise ConfigError(f"{key} is required: give {key}=VALUE ({knob.meaning})")
         if not knob.accepts(value):
-            raise ConfigError(f"{key}={value!r} is not {knob.expectation()}: {knob.meaning}")
+            raise ConfigError(f"{key}={value} is not {knob.expectation()}: {knob.meaning}")

@@ -7,12 +7,15 @@ from omegaconf import DictConfig
 
 from mlproj.entry import hydra_entry
 from mlproj.inference.model import load_model
+from mlproj.inference.tta import check_mode
 
 log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> Path:
+    """Probabilities as served: calibrated by the checkpoint's temperature, averaged over the `tta` views."""
     trained = load_model(str(cfg.ckpt_path), exported=False)
+    tta = check_mode(cfg.tta)
 
     import lightning as L
     import torch
@@ -32,7 +35,8 @@ def predict(cfg: DictConfig) -> Path:
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    probabilities = torch.cat(trainer.predict(trained.module, datamodule=images))
+    with trained.serving(tta):  # its temperature and test-time augmentation, in the model's forward
+        probabilities = torch.cat(trainer.predict(trained.module, datamodule=images))
     classes = trained.classes
     top_k = min(int(cfg.top_k), len(classes))
     top_probs, top_index = probabilities.topk(top_k, dim=1)

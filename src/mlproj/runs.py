@@ -88,6 +88,14 @@ def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def with_interval(run: dict[str, Any], name: str) -> str:
+    """`0.9120 ± 0.0170`: the metric and half the width of its 95% interval (`<name>_ci95`), when recorded."""
+    value, interval = metric(run, name), (run.get("metrics") or {}).get(f"{name}_ci95")
+    if value is None or not (isinstance(interval, list) and len(interval) == 2):
+        return number(value)
+    return f"{value:.4f} ± {(interval[1] - interval[0]) / 2:.4f}"
+
+
 def data_source(run: dict[str, Any]) -> str:
     """Where the run's images came from: the shard set it streamed, or its data root (relative when below here)."""
     if run.get("shards"):
@@ -109,7 +117,7 @@ COLUMNS: tuple[Column, ...] = (
     ("epochs", lambda run: str(run.get("epochs_completed", "-")), True),
     ("batch", lambda run: str(run.get("batch_size", "-")), True),
     ("best val top-1", lambda run: number(metric(run, "val/acc_best")), True),
-    ("test top-1", lambda run: number(metric(run, "test/acc")), True),
+    ("test top-1", lambda run: with_interval(run, "test/acc"), True),
     ("test loss", lambda run: number(metric(run, "test/loss")), True),
 )
 

@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from mlproj.console import tidy_lightning_logging
-    from mlproj.evaluation import run_test
+    from mlproj.evaluation import calibrate_best, rounded, run_test
     from mlproj.loggers import closing_loggers
     from mlproj.lr_finder import tune_learning_rate
     from mlproj.run_record import RunRecord
@@ -58,10 +58,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             record.summary["tuned_lr"] = tune_learning_rate(trainer, model, datamodule, run_dir)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path, weights_only=True)
         record.update_from(trainer)
+        temperature = calibrate_best(trainer, datamodule) if cfg.calibrate and not trainer.interrupted else 1.0
         if cfg.test and not trainer.interrupted:
-            record.metrics.update(run_test(trainer, model, datamodule, best_checkpoint(trainer), run_dir))
+            best = best_checkpoint(trainer)
+            record.metrics.update(run_test(trainer, model, datamodule, best, run_dir, temperature=temperature))
     if trainer.is_global_zero:
-        log.info("run dir %s: %s", run_dir, {k: round(v, 4) for k, v in record.metrics.items()})
+        log.info("run dir %s: %s", run_dir, rounded(record.metrics))
     return record.metrics
 
 

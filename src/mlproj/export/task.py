@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from mlproj.entry import hydra_entry
 from mlproj.errors import ConfigError
+from mlproj.evaluation import preprocessed
 from mlproj.export.formats import write_model, write_quantized
 from mlproj.inference.model import TrainedModel, load_model
 from mlproj.inference.runtimes import SUFFIXES, Logits, load_logits
@@ -30,13 +30,6 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]  # normalised images, labels wh
 
 class ExportMismatchError(RuntimeError):
     """The exported model does not compute what the checkpoint computes: an exporter bug, not a user mistake."""
-
-
-def preprocessed(datamodule: Any, loader: DataLoader) -> Iterator[Batch]:
-    """The loader's batches through the DataModule's evaluation transform, as `eval.py` feeds the model."""
-    for images, labels in loader:
-        with torch.inference_mode():
-            yield datamodule.batch_transforms["eval"](images), labels
 
 
 def split_batches(cfg: DictConfig, trained: TrainedModel) -> Iterator[Batch]:

@@ -1,8 +1,8 @@
 """The model card: the JSON beside an exported model (`model.onnx.json` for `model.onnx`) that serving reads.
 
 An exported file holds weights and a graph only; the class names, the evaluation preprocessing (timm's data config:
-input size, mean, std, interpolation, crop) and where the model came from travel beside it, so a TorchScript or ONNX
-model is served exactly as its checkpoint is.
+input size, mean, std, interpolation, crop), the calibration temperature and where the model came from travel beside
+it, so a TorchScript or ONNX model is served exactly as its checkpoint is.
 """
 
 import json
@@ -25,6 +25,7 @@ class ModelCard:
     git_commit: str | None = None
     mlproj_version: str | None = None
     check: dict[str, Any] = field(default_factory=dict)  # the export's own comparison with PyTorch
+    temperature: float = 1.0  # logits are divided by it (temperature scaling on the validation split); 1.0: none
 
     def with_export(self, format: str, quantization: str | None = None) -> "ModelCard":
         return replace(self, format=format, quantization=quantization, check={})
@@ -84,4 +85,5 @@ def card_of_checkpoint(checkpoint: dict[str, Any], ckpt_path: str, classes: list
         data_version=metadata.get("data_version", summary.get("data_version")),
         git_commit=metadata.get("git_commit", summary.get("git_commit")),
         mlproj_version=metadata.get("version"),
+        temperature=float(metadata.get("temperature", 1.0)),
     )

@@ -4,6 +4,7 @@ Every consumer (eval, predict, export, serve, drift, the reports) gets from here
 evaluation preprocessing, so none of them rebuilds a model, guesses class names or re-derives a transform itself.
 """
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,10 @@ from mlproj.inference.card import ModelCard, card_of_checkpoint, read_card
 from mlproj.inference.runtimes import Logits, format_of, load_logits
 
 if TYPE_CHECKING:
+    import torch
+
     from mlproj.data.transforms import EvalPreprocessing
+    from mlproj.inference.served import ServedForward
     from mlproj.models.classifier import ImageClassifier
 
 METADATA_KEY = "mlproj"  # where mlproj.callbacks.checkpoint_metadata puts the run's metadata in a checkpoint
@@ -28,6 +32,26 @@ class TrainedModel:
     logits: Logits  # normalised float batch -> logits, in the file's own runtime (PyTorch, TorchScript, ONNX)
     module: "ImageClassifier | None" = None  # checkpoints only: the Lightning module, in eval mode
     checkpoint: dict[str, Any] | None = None  # checkpoints only: hyperparameters and the run's metadata
+
+    @property
+    def temperature(self) -> float:
+        """What logits are divided by before the softmax: fitted on the validation split, 1.0 when never calibrated."""
+        return self.card.temperature
+
+    def probabilities(self, images: "torch.Tensor", tta: str | None = None) -> "torch.Tensor":
+        """(N, classes) probabilities of a normalised float batch, as served: the views of `tta` (None, "flip",
+        "flip_shift") in one call to the model, their logits averaged, then calibrated by the temperature."""
+        from mlproj.inference.served import served_logits
+
+        return served_logits(self.logits, images, self.temperature, tta).softmax(dim=-1)
+
+    def serving(self, tta: str | None = None) -> "AbstractContextManager[ServedForward]":
+        """The same answers from `module`'s forward, for the passes Lightning runs (a checkpoint's only)."""
+        from mlproj.inference.served import ServedForward
+
+        if self.module is None:
+            raise TypeError(f"{self.path} is an exported model: use probabilities()")
+        return ServedForward(self.temperature, tta).attached(self.module)
 
     @cached_property
     def preprocess(self) -> "EvalPreprocessing":

@@ -1,5 +1,5 @@
-"""Per-class precision, recall and F1 (torchmetrics), written as metrics.json (everything) and metrics.csv (the
-per-class table)."""
+"""Per-class precision, recall and F1 (torchmetrics) and 95% intervals of the headline metrics, written as
+metrics.json (everything) and metrics.csv (the per-class table)."""
 
 import json
 from pathlib import Path
@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from mlproj.reports.predictions import TestResult
+from mlproj.stats import bootstrap_interval, wilson_interval
 from mlproj.storage import write_csv
 
 PER_CLASS = ("precision", "recall", "f1")
@@ -23,6 +24,42 @@ def class_metrics(result: TestResult, num_classes: int) -> dict[str, torch.Tenso
     metrics |= {f"{name}_macro": fn(preds, target, num_classes, average="macro") for name, fn in functions.items()}
     metrics["support"] = torch.bincount(target, minlength=num_classes)
     return metrics
+
+
+def macro_f1(num_classes: int) -> Any:
+    """Macro F1 of (predicted, actual) arrays, torchmetrics' own (classes absent from both are left out)."""
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    def statistic(predicted: Any, actual: Any) -> float:
+        preds, target = torch.as_tensor(predicted), torch.as_tensor(actual)
+        return float(multiclass_f1_score(preds, target, num_classes, average="macro", validate_args=False))
+
+    return statistic
+
+
+def intervals(result: TestResult, num_classes: int) -> dict[str, list[float]]:
+    """95% intervals: Wilson for top-1 and top-5 accuracy (counts of correct images), a seeded bootstrap for macro
+    F1 (no closed form): `test/acc_ci95`, `test/acc_top5_ci95`, `test/f1_macro_ci95`, each [low, high]."""
+    images = len(result)
+    top5 = (result.top_classes[:, :5] == result.labels[:, None]).any(dim=1)
+    samples = (result.predicted.numpy(), result.labels.numpy())
+    found = {
+        "test/acc_ci95": wilson_interval(int(result.correct.sum()), images),
+        "test/acc_top5_ci95": wilson_interval(int(top5.sum()), images),
+        "test/f1_macro_ci95": bootstrap_interval(macro_f1(num_classes), samples),
+    }
+    return {name: [low, high] for name, (low, high) in found.items()}
+
+
+def single_view_accuracy(result: TestResult) -> dict[str, Any]:
+    """With test-time augmentation: top-1 of the images as given (`test/acc_without_tta`), with its interval."""
+    if result.single_view_predicted is None:
+        return {}
+    right = int((result.single_view_predicted == result.labels).sum())
+    return {
+        "test/acc_without_tta": right / len(result),
+        "test/acc_without_tta_ci95": list(wilson_interval(right, len(result))),
+    }
 
 
 def write_metrics(

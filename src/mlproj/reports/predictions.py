@@ -18,6 +18,8 @@ class TestResult:
     labels: torch.Tensor  # (N,) int64
     top_classes: torch.Tensor  # (N, k) int64, most probable first
     top_probs: torch.Tensor  # (N, k) float32
+    uncalibrated_confidence: torch.Tensor | None = None  # (N,) top-1 probability before temperature scaling
+    single_view_predicted: torch.Tensor | None = None  # (N,) top-1 class without test-time augmentation
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -27,20 +29,33 @@ class TestResult:
     def confidence(self) -> torch.Tensor:
         return self.top_probs[:, 0]
 
+    @property
+    def correct(self) -> torch.Tensor:
+        """(N,) bool: top-1 right."""
+        return self.predicted == self.labels
+
     def __len__(self) -> int:
         return len(self.labels)
+
+    @classmethod
+    def of(cls, batches: list[dict[str, torch.Tensor]]) -> "TestResult":
+        """From each batch's fields (labels, top_classes, top_probs, and the optional ones), in order."""
+        return cls(**{field: torch.cat([batch[field] for batch in batches]) for field in batches[0]})
 
 
 class TestPredictions(L.Callback):
     """Keeps the top-k of each test batch from the logits `test_step` returns.
 
     Test loaders are sequential (EpochSampler without shuffling), so the n-th image seen is the split's n-th image;
-    with `limit_test_batches` the result covers the first batches only, exactly what the metrics saw.
+    with `limit_test_batches` the result covers the first batches only, exactly what the metrics saw. With `served`
+    (the hooks that add test-time augmentation and the temperature to the model's forward), also the top-1 class
+    without augmentation and the confidence before scaling.
     """
 
-    def __init__(self, top_k: int = 5) -> None:
+    def __init__(self, top_k: int = 5, served: Any = None) -> None:
         self.top_k = top_k
-        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.served = served
+        self.batches: list[dict[str, torch.Tensor]] = []
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batches = []
@@ -48,18 +63,28 @@ class TestPredictions(L.Callback):
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, **_: Any
     ) -> None:
-        probs = outputs.detach().float().softmax(dim=-1)
-        top_probs, top_classes = probs.topk(min(self.top_k, probs.shape[1]), dim=1)
-        self.batches.append((batch[1].cpu(), top_classes.cpu(), top_probs.cpu()))
+        classes, probs = top_k(outputs.detach().float().softmax(dim=-1), self.top_k)
+        fields = {"labels": batch[1].cpu(), "top_classes": classes, "top_probs": probs}
+        if self.served is not None:
+            fields["uncalibrated_confidence"] = self.served.uncalibrated.float().softmax(dim=-1).amax(dim=1).cpu()
+        if self.served is not None and self.served.tta:
+            fields["single_view_predicted"] = self.served.plain.argmax(dim=1).cpu()
+        self.batches.append(fields)
 
     def result(self) -> TestResult:
-        labels, classes, probs = (torch.cat(parts) for parts in zip(*self.batches, strict=True))
-        return TestResult(labels=labels, top_classes=classes, top_probs=probs)
+        return TestResult.of(self.batches)
 
 
-def write_predictions(path: Path, result: TestResult, classes: list[str], samples: Any, root: Path | None) -> None:
-    """predictions.csv: one row per tested image (its path under the data root, or an id like `test/12` for
-    in-memory data such as CIFAR), the actual class, the predicted one, and the top-k with probabilities.
+def top_k(probabilities: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(classes, probabilities) of the k most probable classes (at most all of them), on the CPU."""
+    top_probs, top_classes = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    return top_classes.cpu(), top_probs.cpu()
+
+
+def prediction_rows(result: TestResult, classes: list[str], samples: Any, root: Path | None) -> tuple[list[str], Any]:
+    """The header and rows of predictions.csv: one row per tested image (its path under the data root, or an id
+    like `test/12` for in-memory data such as CIFAR), the actual class, the predicted one, and the top-k with
+    probabilities.
 
     `prediction`, `probability` and `label{k}`/`prob{k}` are the columns predict.py writes, so one reader takes both.
     """
@@ -80,4 +105,9 @@ def write_predictions(path: Path, result: TestResult, classes: list[str], sample
                 *ranked,
             ]
 
-    write_csv(path, header, rows())
+    return header, rows()
+
+
+def write_predictions(path: Path, result: TestResult, classes: list[str], samples: Any, root: Path | None) -> None:
+    """predictions.csv (see `prediction_rows`)."""
+    write_csv(path, *prediction_rows(result, classes, samples, root))

@@ -3,7 +3,8 @@
 Figures are embedded as PNG data, so the page is one file that opens anywhere. It shows what the run dir holds:
 the run and its config (summary.json, .hydra/config.yaml), the test metrics (metrics.json, metrics.csv), learning
 curves and epoch times (csv/metrics.csv), the confusion matrix and the misclassified grid (figures/), and the
-learning-rate finder's plot (lr_find.png) when there is one.
+learning-rate finder's plot (lr_find.png) when there is one. Given two runs, the page is the second's, with a section
+comparing it with the first (mlproj.reports.comparison, as `mlproj compare RUN_A RUN_B` prints it).
 """
 
 import argparse
@@ -43,6 +44,11 @@ TEST_METRICS = (
     ("test/precision_macro", "precision (macro)"),
     ("test/recall_macro", "recall (macro)"),
     ("test/f1_macro", "F1 (macro)"),
+    ("test/acc_without_tta", "top-1 without test-time augmentation"),
+    ("test/ece", "expected calibration error (ECE)"),
+    ("test/mce", "maximum calibration error (MCE)"),
+    ("test/ece_before_scaling", "ECE before temperature scaling"),
+    ("test/mce_before_scaling", "MCE before temperature scaling"),
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -54,7 +60,16 @@ img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: 
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The file's object ({} when absent); a truncated or hand-broken file is a ConfigError naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise ConfigError(
+            f"{path} is not valid JSON ({error}): the run was cut off while writing it, or it was edited; restore it,"
+            " or report another run dir"
+        ) from None
 
 
 def png_data(source: Path | Any) -> str:
@@ -110,8 +125,16 @@ def run_section(run_dir: Path, summary: dict[str, Any], metrics: dict[str, Any])
     return table(list(facts.items())) + resolved
 
 
+def interval_text(metrics: dict[str, Any], key: str) -> str:
+    """`[0.8940, 0.9280]` for a metric with a recorded 95% interval (`<key>_ci95`), else empty."""
+    interval = metrics.get(f"{key}_ci95")
+    return f"[{interval[0]:.4f}, {interval[1]:.4f}]" if isinstance(interval, list) else ""
+
+
 def metrics_section(run_dir: Path, metrics: dict[str, Any]) -> str:
-    overall = [(label, float(metrics[key])) for key, label in TEST_METRICS if key in metrics]
+    overall = [
+        (label, float(metrics[key]), interval_text(metrics, key)) for key, label in TEST_METRICS if key in metrics
+    ]
     text = f"<p>{metrics.get('images', '?')} images of the {escape(str(metrics.get('split', 'test')))} split</p>"
     per_class = run_dir / "metrics.csv"
     if per_class.is_file():
@@ -121,16 +144,43 @@ def metrics_section(run_dir: Path, metrics: dict[str, Any]) -> str:
                 for row in csv.DictReader(handle)
             ]
         text += "<h3>per class</h3>" + table(rows, ["class", "images", "precision", "recall", "F1"])
-    return table(overall, ["metric", "value"]) + text
+    return table(overall, ["metric", "value", "95% interval"]) + text
 
 
-def sections(run_dir: Path) -> list[tuple[str, str, str]]:
-    """(id, title, HTML) for each part the run dir has the files for."""
+def comparison_section(baseline: Path, run_dir: Path) -> tuple[str, str]:
+    """(title, HTML): this run (B) against `baseline` (A) on the same test images."""
+    from mlproj.reports.comparison import TestedRun, compare_pair, comparison_table
+
+    runs = [TestedRun.read(path, run_title(path)) for path in (baseline, run_dir)]
+    header, rows, notes = comparison_table(compare_pair(*runs))
+    text = "".join(f"<p>{escape(note)}</p>" for note in notes[:-1]) + f"<p><strong>{escape(notes[-1])}</strong></p>"
+    return f"Compared with {runs[0].name}", table(rows, header) + text
+
+
+def calibration_text(metrics: dict[str, Any]) -> str:
+    """ECE before and after temperature scaling (or as it is, for a model without a temperature), and TTA."""
+    if "test/ece" not in metrics:
+        return ""
+    if "test/ece_before_scaling" in metrics:
+        text = (
+            f"ECE {metrics['test/ece_before_scaling']:.4f} before, {metrics['test/ece']:.4f} after temperature"
+            f" scaling (T = {metrics['temperature']:.3f}, fitted on the validation split)"
+        )
+    else:
+        text = f"ECE {metrics['test/ece']:.4f}, no temperature scaling (calibrate=true fits one)"
+    tta = f"; test-time augmentation: {metrics['tta']}" if metrics.get("tta") else ""
+    return f"<p>{escape(text + tta)}</p>"
+
+
+def sections(run_dir: Path, baseline: Path | None = None) -> list[tuple[str, str, str]]:
+    """(id, title, HTML) for each part the run dir has the files for; a comparison first when given a baseline."""
     from mlproj.reports.curves import curves_figure, epoch_history, epoch_times_figure
 
     summary = read_json(run_dir / "summary.json")
     metrics = read_json(run_dir / "metrics.json")
     parts = [("run", "Run", run_section(run_dir, summary, metrics))]
+    if baseline is not None:
+        parts.append(("comparison", *comparison_section(baseline, run_dir)))
     if metrics:
         parts.append(("metrics", "Test metrics", metrics_section(run_dir, metrics)))
     history_file = run_dir / "csv" / "metrics.csv"
@@ -145,11 +195,14 @@ def sections(run_dir: Path) -> list[tuple[str, str, str]]:
         ("lr-finder", "Learning-rate finder", run_dir / "lr_find.png"),
     )
     parts += [(key, title, image(path, title)) for key, title, path in figures if path.is_file()]
+    reliability = run_dir / "figures" / "reliability.png"
+    if reliability.is_file():
+        parts.append(("calibration", "Calibration", calibration_text(metrics) + image(reliability, "reliability")))
     return parts
 
 
-def render(run_dir: Path) -> tuple[str, str]:
-    """(run name, page): summary.json's name, else the name the run dir gives (eval runs have no summary)."""
+def run_title(run_dir: Path) -> str:
+    """summary.json's name, else the name the run dir gives (eval runs have no summary)."""
     from mlproj.run_record import run_name
 
     if not ((run_dir / "summary.json").is_file() or (run_dir / "metrics.json").is_file()):
@@ -157,8 +210,13 @@ def render(run_dir: Path) -> tuple[str, str]:
             f"RUN_DIR={run_dir} is not a run dir (no summary.json or metrics.json): give a training run dir such as"
             " logs/train/runs/<time> (`mlproj runs --json` lists them) or an eval run dir"
         )
-    name = read_json(run_dir / "summary.json").get("name") or run_name(run_dir)
-    parts = sections(run_dir)
+    return read_json(run_dir / "summary.json").get("name") or run_name(run_dir)
+
+
+def render(run_dir: Path, baseline: Path | None = None) -> tuple[str, str]:
+    """(run name, page); with `baseline`, the page compares the run with it."""
+    name = run_title(run_dir)
+    parts = sections(run_dir, baseline)
     contents = " · ".join(f'<a href="#{key}">{escape(title)}</a>' for key, title, _ in parts)
     body = "".join(f'<section id="{key}"><h2>{escape(title)}</h2>{html}</section>' for key, title, html in parts)
     page = (
@@ -173,9 +231,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="mlproj report",
         description="Write RUN_DIR/report.html, one self-contained page (figures embedded), and a copy as "
-        "COPY_TO/<run name>.html to commit and share.",
+        "COPY_TO/<run name>.html to commit and share. Given two run dirs (RUN_A RUN_B), the page is RUN_B's, with a "
+        "section comparing it with RUN_A on the same test images (as `mlproj compare RUN_A RUN_B`).",
     )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training (or eval) run dir")
+    parser.add_argument(
+        "run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="a training (or eval) run dir; or two: RUN_A RUN_B"
+    )
     parser.add_argument(
         "--copy-to", type=Path, default=Path("reports"), metavar="DIR", help="where the copy goes (default: reports)"
     )
@@ -185,8 +246,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """`mlproj report`; a ConfigError ends as one line through mlproj.cli.one_line_errors."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    name, page = render(args.run_dir)
-    written, copy = args.run_dir / "report.html", args.copy_to / f"{name}.html"
+    if len(args.run_dirs) > 2:
+        raise ConfigError(f"{len(args.run_dirs)} run dirs: give one (RUN_DIR) or two to compare (RUN_A RUN_B)")
+    *baseline, run_dir = args.run_dirs
+    name, page = render(run_dir, baseline[0] if baseline else None)
+    written, copy = run_dir / "report.html", args.copy_to / f"{name}.html"
     for path in (written, copy):
         write_text(path, page)
     print(f"wrote {written} and {copy}")

@@ -124,7 +124,8 @@ def create_app(
     def metadata() -> dict[str, Any]:
         card = predictor.card
         keys = ("backbone", "classes", "data_version", "git_commit", "format", "quantization", "source")
-        return {**{key: getattr(card, key) for key in keys}, "preprocessing": card.preprocessing}
+        served = {"temperature": predictor.trained.temperature, "tta": predictor.tta}
+        return {**{key: getattr(card, key) for key in keys}, "preprocessing": card.preprocessing, **served}
 
     @app.get("/metrics")
     def prometheus() -> Response:

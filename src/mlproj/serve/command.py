@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from mlproj.knobs import KNOBS
 from mlproj.serve.batching import Batching  # light: torch is imported by its workers only
 
 MODEL_HELP = "a .ckpt file (or gs:// URL), or a .pt / .onnx file written by `mlproj export` (default: $MODEL_PATH)"
@@ -98,6 +99,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="after SIGTERM, seconds the requests in flight may take before the server exits (default: 8; Cloud Run"
         " kills 10 s after SIGTERM)",
     )
+    parser.add_argument(
+        "--tta",
+        choices=KNOBS["tta"].choices,
+        help="test-time augmentation: each image and its flipped (and shifted) copies in one forward pass"
+        " (default: none)",
+    )
     args = parse_with_model(parser, argv)
     if args.max_batch_delay_ms < 0 or args.grace_period < 0:
         parser.error("--max-batch-delay-ms and --grace-period take 0 or more")
@@ -132,9 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     from mlproj.serve.server import serve
 
     batching = Batching(args.max_batch_size, args.max_batch_delay_ms / 1000, workers)
-    predictor = Predictor.load(args.model_path)
+    predictor = Predictor.load(args.model_path, args.tta)
     print(
-        f"mlproj serve: {args.model_path} ({predictor.card.format}), {workers} workers x {threads} threads, forward"
+        f"mlproj serve: {args.model_path} ({predictor.card.format}, tta {args.tta}), {workers} workers x {threads}"
+        " threads, forward"
         f" passes of up to {args.max_batch_size} images (waiting up to {args.max_batch_delay_ms:g} ms)",
         file=sys.stderr,
         flush=True,

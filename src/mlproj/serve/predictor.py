@@ -60,16 +60,17 @@ class Predictor:
     parallel in the decoder threads), `probabilities` is one forward pass over crops stacked from many requests.
     """
 
-    def __init__(self, trained: "TrainedModel") -> None:
+    def __init__(self, trained: "TrainedModel", tta: str | None = None) -> None:
         self.trained = trained
         self.card: ModelCard = trained.card
+        self.tta = tta  # test-time augmentation (mlproj.inference.tta): its views run in the same forward pass
 
     @classmethod
-    def load(cls, path: str) -> "Predictor":
+    def load(cls, path: str, tta: str | None = None) -> "Predictor":
         """From a local path (a checkpoint also from a gs:// URL); a wrong path or foreign file is a ConfigError."""
         from mlproj.inference.model import load_model
 
-        return cls(load_model(path, key="MODEL_PATH"))
+        return cls(load_model(path, key="MODEL_PATH"), tta)
 
     def crops(self, images: Sequence[np.ndarray]) -> "torch.Tensor":
         """uint8 (N, 3, H, W): the loader's per-image crop of evaluation."""
@@ -82,7 +83,7 @@ class Predictor:
 
         trained = self.trained
         with torch.inference_mode():
-            return trained.probabilities(trained.preprocess.batch_transform(crops))
+            return trained.probabilities(trained.preprocess.batch_transform(crops), self.tta)
 
     def ranked(self, probabilities: "torch.Tensor", k: int) -> list[list[Prediction]]:
         """For each row, the `k` most probable classes (at most all of them), most probable first."""
