@@ -6,7 +6,10 @@
 set -euo pipefail
 if [ "${DVC_PULL:-false}" = "true" ]; then
     [ -d .git ] || dvc config --local core.no_scm true
-    dvc pull
+    # The data the .dvc files track, by name: a bare `dvc pull` also fetches dvc.yaml's outputs (earlier runs'
+    # checkpoints and results), and fails when they were never pushed.
+    mapfile -t tracked < <(find . -name '*.dvc' -type f -not -path './.dvc/*')
+    dvc pull "${tracked[@]}"
 fi
 case "${MLPROJ_TASK:-train}" in
     train) exec python train.py "$@" ;;
