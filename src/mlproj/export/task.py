@@ -2,8 +2,9 @@
 
 The exported model is run on real images (the test split of the checkpoint's own data, or `input=`) next to the
 PyTorch model; the largest logit difference is reported and recorded in the model card, and an export that
-disagrees by more than TOLERANCE fails. With `quantize=true` a dynamic int8 copy is written too, and its top-1
-accuracy and speed are measured against float32 on the test split.
+disagrees by more than TOLERANCE fails. With `quantize=true` an int8 copy is written too (ONNX: static, calibrated
+on the same images; TorchScript: dynamic), and its top-1 accuracy and speed are measured against float32 on the test
+split.
 """
 
 import logging
@@ -140,13 +141,14 @@ def export(cfg: DictConfig) -> Path:
 
     if cfg.quantize:
         int8_path = output_dir / f"model.int8{SUFFIXES[cfg.format]}"
-        write_quantized(model.backbone, example, path, int8_path, cfg.format)
+        calibration = [images for images, _ in check_batches]
+        method = write_quantized(model.backbone, example, path, int8_path, cfg.format, calibration)
         comparison = compare_quantized(path, int8_path, split_batches(cfg, trained))
-        card.with_export(cfg.format, "dynamic-int8").with_check({"on": "test split", **comparison}).write(int8_path)
+        card.with_export(cfg.format, method).with_check({"on": "test split", **comparison}).write(int8_path)
         log.info(
-            "%s: dynamic int8 on %d test images: top-1 %.4f (float32 %.4f), agreement %.4f, %.0f images/s"
-            " (float32 %.0f)",
+            "%s: %s on %d test images: top-1 %.4f (float32 %.4f), agreement %.4f, %.0f images/s (float32 %.0f)",
             int8_path,
+            method,
             comparison["images"],
             comparison["int8_accuracy"],
             comparison["float32_accuracy"],
