@@ -175,6 +175,7 @@ def test_make_data_push_then_pull_and_repro_in_a_fresh_clone_reruns_only_what_ch
         "results/evaluate/metrics.csv",
         "results/evaluate/figures/confusion_matrix.png",
         "results/evaluate/figures/misclassified.png",
+        "results/evaluate/figures/reliability.png",
     }
     predictions = (clone / "results" / "evaluate" / "predictions.csv").read_text().splitlines()
     assert (
@@ -194,4 +195,5 @@ def test_make_data_push_then_pull_and_repro_in_a_fresh_clone_reruns_only_what_ch
 
     image = clone / "data" / "digits" / "3" / "0003.png"
     image.write_bytes(image.read_bytes()[:-12] + bytes(12))
-    assert stages_run(dvc("repro", "--dry", cwd=clone)) == list(STAGES)
+    assert stages_run(dvc("repro", cwd=clone)) == list(STAGES), "each stage runs again over its earlier results"
+    assert read_summary(clone / "results" / "train")["data_version"]["md5"] == tracked_md5(clone / "data.dvc")
