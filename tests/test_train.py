@@ -242,6 +242,8 @@ def test_two_process_cpu_ddp(tmp_path: Path, digits_root: Path) -> None:
     summary = read_summary(run_dir)
     assert summary["status"] == "finished" and summary["batch_size"] == 128
     assert (run_dir / "train_ddp_process_1.log").exists()
+    low, high = summary["metrics"]["test/acc_ci95"]  # from the synced accuracy: no process holds every prediction
+    assert low <= summary["metrics"]["test/acc"] <= high and "test/acc_top5_ci95" in summary["metrics"]
 
 
 @pytest.mark.parametrize("preset", ["overfit", "profiler"])

@@ -61,9 +61,11 @@ def run_test(
         **metrics,
     }
     if trainer.world_size > 1:  # each process saw a share of the images: only the synced metrics are whole
-        from mlproj.reports.metrics import write_metrics
+        from mlproj.reports.metrics import synced_intervals, write_metrics
 
-        write_metrics(output_dir, overall)
+        found = synced_intervals(metrics, len(datamodule.splits[datamodule.test_split]))
+        write_metrics(output_dir, {**overall, **found})
+        metrics |= found
         log.warning(
             "no per-class metrics, predictions or figures from %d processes: run eval.py with trainer.devices=1"
             " trainer.strategy=auto for them",

@@ -51,6 +51,16 @@ def intervals(result: TestResult, num_classes: int) -> dict[str, list[float]]:
     return {name: [low, high] for name, (low, high) in found.items()}
 
 
+def synced_intervals(metrics: dict[str, Any], images: int) -> dict[str, list[float]]:
+    """Wilson intervals from accuracies synced across processes (DDP, where no process holds every prediction): they
+    need only the rate and the number of images. Macro F1 needs the predictions, so it has none there."""
+    found = {}
+    for name in ("test/acc", "test/acc_top5"):
+        if name in metrics and images > 0:
+            found[f"{name}_ci95"] = list(wilson_interval(round(metrics[name] * images), images))
+    return found
+
+
 def single_view_accuracy(result: TestResult) -> dict[str, Any]:
     """With test-time augmentation: top-1 of the images as given (`test/acc_without_tta`), with its interval."""
     if result.single_view_predicted is None:
