@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from mlproj.console import aligned_columns
 from mlproj.reports.comparison import ALPHA, PREDICTIONS, TestedRun, compare_groups, compare_pair, comparison_table
 
 
@@ -60,17 +61,8 @@ def tested_run(source: str) -> TestedRun:
 
 
 def aligned(header: list[str], rows: list[list[str]]) -> str:
-    """Plain columns, numbers right-aligned (as `mlproj runs` prints)."""
-    table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = []
-    for row in table:
-        cells = [
-            text.ljust(width) if i < 2 else text.rjust(width)
-            for i, (text, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    """Plain columns, the run names left-aligned and the numbers right-aligned (as `mlproj runs` prints)."""
+    return aligned_columns([header, *rows], [i >= 2 for i in range(len(header))])
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -1,7 +1,8 @@
-"""Console hygiene: each message once, without advertisements or library-internal deprecations."""
+"""Console hygiene: each message once, without advertisements or library-internal deprecations; plain text tables."""
 
 import logging
 import warnings
+from collections.abc import Sequence
 
 
 class _DropTips(logging.Filter):
@@ -16,3 +17,16 @@ def tidy_lightning_logging() -> None:
         lightning_logger.handlers.clear()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def aligned_columns(rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    """Plain text columns (the header is the first row), each left- or right-aligned: cheaper to import than any
+    table library, and easy to grep. `mlproj runs` and `mlproj compare` print their tables with it."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(right))]
+    return "\n".join(
+        "  ".join(
+            text.rjust(width) if flush_right else text.ljust(width)
+            for text, width, flush_right in zip(row, widths, right, strict=True)
+        ).rstrip()
+        for row in rows
+    )

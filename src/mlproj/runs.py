@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlproj.console import aligned_columns
 from mlproj.run_record import REPORTED_METRICS, SUMMARY, read_summary, run_process_alive
 
 # `stale`: summary.json says running, but its process is gone from this host (killed, crashed, machine rebooted).
@@ -123,17 +124,8 @@ COLUMNS: tuple[Column, ...] = (
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    """Plain aligned columns: cheaper to import than any table library, and easy to grep."""
     rows = [[header for header, _, _ in COLUMNS], *([cell(run) for _, cell, _ in COLUMNS] for run in runs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = []
-    for row in rows:
-        cells = [
-            text.rjust(width) if right else text.ljust(width)
-            for text, width, (_, _, right) in zip(row, widths, COLUMNS, strict=True)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return aligned_columns(rows, [right for _, _, right in COLUMNS])
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
