@@ -96,3 +96,27 @@ def test_every_experiment_composes_for_prepare(experiment: str, tmp_path: Path) 
     """`mlproj prepare experiment=NAME` (and `mlproj vertex submit --task prepare experiment=NAME`) takes any recipe."""
     cfg = compose("prepare", [f"experiment={experiment}", "shards=gs://bucket/set"], tmp_path)
     assert cfg.task == "prepare" and cfg.shards == "gs://bucket/set" and cfg.data._target_
+
+
+def test_processes_preparing_the_same_data_at_once_all_succeed_and_leave_whole_records(tmp_path: Path) -> None:
+    """Three `mlproj prepare` of one folder into one cache at the same moment (as DDP ranks, sweep agents or two
+    terminals do): each writes its checks and pixel cache under its own temporary name and renames it into place,
+    so every process succeeds and what is left is whole; a fourth run finds it `up to date`."""
+    import subprocess
+    import sys
+
+    root = make_image_folder(tmp_path / "pics", per_class=40)
+    common = ["data=imagefolder", f"data.root={root}", f"paths.cache_dir={tmp_path / 'cache'}"]
+
+    def start(name: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "mlproj.cli", "prepare", *common, f"hydra.run.dir={tmp_path / name}"]
+        return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    racing = [start(f"run{i}") for i in range(3)]
+    outputs = [process.communicate(timeout=300)[0] for process in racing]
+    assert [process.returncode for process in racing] == [0, 0, 0], outputs
+    assert not list((tmp_path / "cache").rglob(".*.tmp-*")), "no temporary file left behind"
+    last = start("run3")
+    assert last.wait(timeout=300) == 0 and "up to date" in last.stdout.read()
+    for name in ("run0", "run1", "run2", "run3"):
+        assert len(list(csv.DictReader((tmp_path / name / "manifest.csv").open()))) == 120
