@@ -380,7 +380,12 @@ def test_training_streamed_from_a_bucket_resumes_exactly_after_sigterm(
 
 @pytest.mark.slow
 def test_an_image_that_fails_mid_epoch_stops_the_run_in_one_line_and_it_resumes_exactly_once_fixed(
-    bucket_set: tuple[Path, str], jpeg_set: tuple[Path, Path], reference_run: Path, tmp_path: Path, gcs_emulator
+    bucket_set: tuple[Path, str],
+    jpeg_set: tuple[Path, Path],
+    reference_run: Path,
+    tmp_path: Path,
+    gcs_emulator,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A stored image broken in the bucket, read in the first epoch's fifth batch: the run stops there with one line
     naming it and a checkpoint of the four batches done (none is written periodically here); the shard fixed, the
@@ -389,11 +394,9 @@ def test_an_image_that_fails_mid_epoch_stops_the_run_in_one_line_and_it_resumes_
 
     images, shards = jpeg_set
     env = {**gcs_emulator.env, **EMULATOR_READS}
-    os.environ["PL_GLOBAL_SEED"] = "42"  # train.yaml's seed: the order the run will read
-    try:
+    with monkeypatch.context() as seeded:
+        seeded.setenv("PL_GLOBAL_SEED", "42")  # train.yaml's seed: the order the run will read
         order = [b[0] for b in epoch_of(streamed(images, shards, tmp_path).train_dataloader(), 0)]
-    finally:
-        del os.environ["PL_GLOBAL_SEED"]
     broken = tmp_path / "broken"
     shutil.copytree(shards, broken)
     victim = StreamingDataset(str(shards / "train"))[order[4][0]]  # the first image of the fifth batch

@@ -97,17 +97,14 @@ KNOBS: dict[str, Knob] = {
 
 
 def select(cfg: Any, key: str) -> Any:
-    """The raw value at `key` (MISSING when the config has no such key, "???" when it is unset), unresolved."""
+    """The value at `key`: MISSING when the config has no such key, "???" when it is left unset."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
 
-    node: Any = cfg
-    for part in key.split("."):
-        if not OmegaConf.is_dict(node) or part not in node.keys():  # noqa: SIM118 - `in node` is False for `???`
-            return MISSING
-        if OmegaConf.is_missing(node, part):
-            return "???"
-        node = node[part]
-    return node
+    try:
+        return OmegaConf.select(cfg, key, default=MISSING, throw_on_missing=True)
+    except MissingMandatoryValue:
+        return "???"
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:

@@ -1,7 +1,6 @@
 """CIFAR-10 and CIFAR-100 read straight from torchvision's archive batches into uint8 arrays (no per-image files)."""
 
 import pickle
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,28 +32,12 @@ class CIFARDataModule(ImageDataModule):
         root: str,
         download: bool = True,
         batch_size: int = 128,
-        num_workers: int = 2,
         val_fraction: float = 0.1,
-        split_seed: int = 42,
-        augment: Mapping[str, Any] | None = None,
-        memory_mb: float = 2048,
-        shards: str | None = None,
-        stream_cache_gb: float = 50,
-        shard_quality: int = 90,
-        decode: str = "auto",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            augment,
-            split_seed,
-            memory_mb,
-            shards,
-            stream_cache_gb,
-            shard_quality,
-            decode,
-        )
+        """`shared`: the settings every ImageDataModule takes (num_workers, augment, split_seed, memory_mb, shards,
+        stream_cache_gb, shard_quality, decode)."""
+        super().__init__(root, batch_size, **shared)
         self.download = download
         self.val_fraction = check_fraction("data.val_fraction", val_fraction)
 

@@ -22,32 +22,16 @@ class ImageFolderDataModule(ImageDataModule):
         self,
         root: str,
         batch_size: int = 64,
-        num_workers: int = 2,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
-        split_seed: int = 42,
-        augment: Mapping[str, Any] | None = None,
         validate: bool = True,
         cache_dir: str | None = None,
         cache_short_side: int | None = None,
-        memory_mb: float = 2048,
-        shards: str | None = None,
-        stream_cache_gb: float = 50,
-        shard_quality: int = 90,
-        decode: str = "auto",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            augment,
-            split_seed,
-            memory_mb,
-            shards,
-            stream_cache_gb,
-            shard_quality,
-            decode,
-        )
+        """`shared`: the settings every ImageDataModule takes (num_workers, augment, split_seed, memory_mb, shards,
+        stream_cache_gb, shard_quality, decode)."""
+        super().__init__(root, batch_size, **shared)
         self.cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir else None
         self.stream_cache_dir = self.cache_dir / "shards" if self.cache_dir else None
         self.validation = Validation(validate, self.cache_dir)
