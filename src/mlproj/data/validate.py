@@ -35,10 +35,25 @@ class ImageCheck:
     error: str | None = None
 
 
-def check_image(path: str) -> ImageCheck:
-    """Decode the whole file (not just the header): truncation only shows when the pixels are read.
+def decode_whole(data: bytes) -> tuple[Image.Image | None, str | None]:
+    """The image fully decoded (not just the header: truncation only shows when the pixels are read) and upright, or
+    why it is refused. One decode serves both the check and the pixels: `mlproj serve` answers from this image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return ImageOps.exif_transpose(image), None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return None, f"over the decompression-bomb limit ({error})"
+    except UnidentifiedImageError:
+        return None, "not an image Pillow can read"
+    except (OSError, SyntaxError, ValueError) as error:
+        return None, f"truncated or corrupt ({error})"
 
-    Its verdicts are recorded per file list (`checked_images`): a change to them bumps
+
+def check_image(path: str) -> ImageCheck:
+    """The file decoded whole; its verdicts are recorded per file list (`checked_images`): a change to them bumps
     mlproj.data.fingerprint.CHECKS_VERSION, so recorded checks are redone.
     """
     try:
@@ -51,20 +66,14 @@ def check_image(path: str) -> ImageCheck:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-                width, height = upright.size
     except PermissionError:
         return ImageCheck(path, size=size, error="unreadable: permission denied")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        return ImageCheck(path, size=size, error=f"over the decompression-bomb limit ({error})")
-    except UnidentifiedImageError:
-        return ImageCheck(path, size=size, error="not an image Pillow can read")
-    except (OSError, SyntaxError, ValueError) as error:
+    except OSError as error:
         return ImageCheck(path, size=size, error=f"truncated or corrupt ({error})")
+    upright, error = decode_whole(data)
+    if upright is None:
+        return ImageCheck(path, size=size, error=error)
+    width, height = upright.size
     return ImageCheck(path, width, height, size, hashlib.sha1(data).hexdigest())
 
 
