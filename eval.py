@@ -1,6 +1,7 @@
-"""Run `python eval.py ...` from a clone; the code is mlproj.eval (installed with the package)."""
+"""Run `python eval.py ...` from a clone; the code is mlproj.eval (installed with the package), imported by
+`run` so that a Ctrl+C while torch loads ends as one line too."""
 
-from mlproj.eval import main
+from mlproj.cli import run
 
 if __name__ == "__main__":
-    main()
+    run("eval")

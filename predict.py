@@ -1,6 +1,7 @@
-"""Run `python predict.py ...` from a clone; the code is mlproj.predict (installed with the package)."""
+"""Run `python predict.py ...` from a clone; the code is mlproj.predict (installed with the package), imported by
+`run` so that a Ctrl+C while torch loads ends as one line too."""
 
-from mlproj.predict import main
+from mlproj.cli import run
 
 if __name__ == "__main__":
-    main()
+    run("predict")

@@ -1,6 +1,7 @@
-"""Run `python train.py ...` from a clone; the code is mlproj.train (installed with the package)."""
+"""Run `python train.py ...` from a clone; the code is mlproj.train (installed with the package), imported by
+`run` so that a Ctrl+C while torch loads ends as one line too."""
 
-from mlproj.train import main
+from mlproj.cli import run
 
 if __name__ == "__main__":
-    main()
+    run("train")

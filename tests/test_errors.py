@@ -53,8 +53,8 @@ def test_the_command_line_gets_exit_status_2_and_no_traceback(tmp_path: Path) ->
     result = run_cli("train", ["data=imagefolder", f"data.root={tmp_path / 'nowhere'}"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: data.root={tmp_path / 'nowhere'} does not exist or is not a folder: point data.root at a folder of"
-        " class folders (or train/ and val/ folders of class folders), or run `dvc pull`"
+        f"error: data.root={tmp_path / 'nowhere'} does not exist: the folder of images: class folders, or train/ val/"
+        " [test/] of class folders (`dvc pull` fetches the shipped ones)"
     ]
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs" / "train" / "runs").iterdir())
 
@@ -85,6 +85,44 @@ def test_ctrl_c_is_one_word_and_exit_status_130_after_the_cleanup(capsys: pytest
     assert stopped.value.code == 130
     assert capsys.readouterr().err == "interrupted\n"
     assert cleaned == ["run dir"]
+
+
+def interrupt(command: list[str], run_dir: Path, after: float | Path, cwd: Path) -> subprocess.CompletedProcess:
+    """`command` sent SIGINT (what Ctrl+C sends) `after` seconds, or once the file `after` exists."""
+    import signal
+    import time
+
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    if isinstance(after, Path):
+        while not after.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        time.sleep(after)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+@pytest.mark.parametrize("when", ["importing", "importing torch", "setting up", "training"])
+def test_ctrl_c_at_any_moment_of_a_run_is_one_line_and_130(when: str, tmp_path: Path, digits_root: Path) -> None:
+    """Whenever it lands: one line, exit 130, no traceback; a run dir with only Hydra's files is removed, one that had
+    started training keeps its checkpoint and says `interrupted`. (Each moment is a moment on this machine; the
+    assertions hold wherever it lands.)"""
+    from conftest import ROOT, read_summary
+
+    run_dir = tmp_path / "run"
+    args = [f"data.root={digits_root}", "data.num_workers=0", "test=false", f"hydra.run.dir={run_dir}"]
+    after = {"importing": 0.05, "importing torch": 0.6, "setting up": 2.0}.get(
+        when, run_dir / "checkpoints" / "last.ckpt"
+    )
+    result = interrupt([sys.executable, str(ROOT / "train.py"), *args], run_dir, after, tmp_path)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in result.stderr
+    if run_dir.exists():
+        assert read_summary(run_dir)["status"] == "interrupted", sorted(p.name for p in run_dir.iterdir())
+    if when == "training":  # once the first checkpoint is written: stopped after a batch, saved again
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_a_config_error_wrapped_by_another_is_found_and_a_bug_keeps_its_traceback(

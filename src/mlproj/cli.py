@@ -8,6 +8,7 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from mlproj.errors import find_config_error
 
@@ -68,8 +69,18 @@ def main() -> None:
         print((f"mlproj: unknown command {command!r}\n" if command else "") + usage(), file=sys.stderr)
         sys.exit(2)
     del sys.argv[1]  # the task sees its own overrides, as `python train.py ...` would
+    run(command)
+
+
+def run(command: str) -> None:
+    """Import the command's module and run it, ending as every command ends on a mistake or Ctrl+C: the import is
+    inside, since torch's takes seconds and a Ctrl+C then is as likely as during the work."""
     with one_line_errors():
         importlib.import_module(MODULES.get(command, f"mlproj.{command}")).main()
+
+
+# The console scripts mlproj-train, mlproj-eval and mlproj-predict (pyproject.toml), like `python train.py`.
+train_main, eval_main, predict_main = (partial(run, name) for name in ("train", "eval", "predict"))
 
 
 if __name__ == "__main__":

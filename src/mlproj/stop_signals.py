@@ -5,6 +5,8 @@ Light on purpose: installed before torch and Lightning are imported.
 
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -17,13 +19,16 @@ class StopSignals:
     """SIGTERM and SIGINT handlers, installed as soon as the run dir exists.
 
     While a trainer fits, a signal only asks Lightning to stop after the current batch (SIGINT too, so Ctrl+C
-    stops cleanly). Outside fitting the process ends at once with SystemExit, which the run record writes down as
-    `interrupted`. Under DDP the signal may reach one rank, or all at different moments, so it is only noted here
-    and every rank stops after the same batch (`stop_agreed`, called by the preemption callback).
+    stops cleanly). Outside fitting the process ends at once: SIGINT as Python's own KeyboardInterrupt (the command
+    then ends as `interrupted`, exit status 130, its run dir removed if nothing but Hydra's files is in it), SIGTERM
+    as SystemExit(143); the run record writes either down as `interrupted`. Under DDP the signal may reach one rank,
+    or all at different moments, so it is only noted here and every rank stops after the same batch (`stop_agreed`,
+    called by the preemption callback).
     """
 
     def __init__(self) -> None:
         self._trainer: Any = None
+        self.received: int | None = None  # the signal that stopped training: after Ctrl+C the command ends with 130
 
     @property
     def trainer(self) -> Any:
@@ -45,16 +50,31 @@ class StopSignals:
             signal.signal(signum, self.handle)
         return self
 
+    @contextmanager
+    def ending_commands(self) -> Iterator[None]:
+        """Lightning ends a fit stopped by a signal with SystemExit(0) (its SIGTERMException): right for a preempted
+        job, which is not a failure. After Ctrl+C the command ends as Python's KeyboardInterrupt instead
+        (`interrupted`, exit status 130), so `python train.py && ...` goes no further."""
+        try:
+            yield
+        except SystemExit:
+            if self.received == signal.SIGINT:
+                raise KeyboardInterrupt from None
+            raise
+
     def handle(self, signum: int, frame: FrameType | None) -> None:
         global _requested
         trainer = self.trainer
         if trainer is not None and trainer.state.fn == "fit" and trainer.state.status == "running":
             log.warning("%s: stopping after this batch, with a checkpoint", signal.Signals(signum).name)
+            self.received = signum
             if trainer.world_size > 1:
                 _requested = True
             else:
                 trainer._signal_connector.received_sigterm = True  # what Lightning's own SIGTERM notifier sets
             return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
 

@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     datamodule.write_manifest(run_dir / "manifest.csv")
     log_run_config(trainer, cfg, record.summary)
-    with record.recording(trainer), closing_loggers():
+    with signals.ending_commands(), record.recording(trainer), closing_loggers():
         if cfg.tune_lr:
             record.summary["tuned_lr"] = tune_learning_rate(trainer, model, datamodule, run_dir)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path, weights_only=True)
