@@ -119,3 +119,16 @@ def test_an_unknown_format_is_one_line(checkpoint: Path, tmp_path: Path) -> None
         result.stderr.strip().splitlines()[-1]
         == "error: format=tflite is not one of onnx, torchscript: the export format"
     )
+
+
+def test_an_earlier_export_is_kept_unless_overwrite_is_given(checkpoint: Path, tmp_path: Path) -> None:
+    from mlproj.errors import ConfigError
+
+    path = export(checkpoint, tmp_path / "out", "format=torchscript")
+    first = path.read_bytes(), path.with_name("model.pt.json").read_text()
+    with pytest.raises(ConfigError, match=r"already holds model.pt, model.pt.json .*overwrite=true") as raised:
+        export(checkpoint, tmp_path / "out", "format=torchscript", "seed=1")
+    assert str(raised.value).startswith(f"output_dir={tmp_path / 'out'} ")
+    assert (path.read_bytes(), path.with_name("model.pt.json").read_text()) == first, "nothing written"
+    export(checkpoint, tmp_path / "out", "format=onnx")  # another format's files stand beside it
+    assert export(checkpoint, tmp_path / "out", "format=torchscript", "overwrite=true") == path

@@ -97,10 +97,27 @@ def compare_quantized(float_path: Path, int8_path: Path, batches: Iterator[Batch
     }
 
 
+def model_files(output_dir: Path, suffix: str) -> list[Path]:
+    """The files an export writes there: the model, its int8 copy, and the card beside each."""
+    models = [output_dir / f"model{suffix}", output_dir / f"model.int8{suffix}"]
+    return [*models, *(model.with_name(model.name + ".json") for model in models)]
+
+
+def check_not_overwriting(cfg: DictConfig) -> None:
+    """An earlier export in output_dir is kept unless overwrite=true: its card and model belong together."""
+    found = [path.name for path in model_files(Path(cfg.output_dir), SUFFIXES[cfg.format]) if path.exists()]
+    if found and not cfg.overwrite:
+        raise ConfigError(
+            f"output_dir={cfg.output_dir} already holds {', '.join(found)} (an earlier export): give another"
+            " output_dir, or overwrite=true to replace them"
+        )
+
+
 def export(cfg: DictConfig) -> Path:
     """Write the model and its card; return the model's path."""
     if cfg.format not in SUFFIXES:
         raise ConfigError(f"format={cfg.format} is not an export format: use {' or '.join(SUFFIXES)}")
+    check_not_overwriting(cfg)
     from mlproj.console import tidy_lightning_logging
 
     trained = load_model(str(cfg.ckpt_path), exported=False)
