@@ -86,8 +86,8 @@ def test_prepare_from_the_command_line_fails_in_one_line_on_a_missing_root(tmp_p
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: data.root={missing} does not exist or is not a folder: point data.root at a folder of class folders"
-        " (or train/ and val/ folders of class folders), or run `dvc pull`"
+        f"error: data.root={missing} does not exist: the folder of images: class folders, or train/ val/ [test/] of"
+        " class folders (`dvc pull` fetches the shipped ones)"
     ]
 
 

@@ -41,11 +41,13 @@ def test_a_new_training_run_never_writes_into_a_finished_or_failed_one(status: s
     ("script", "args"),
     [
         ("train", ["debug=fdr"]),
-        ("eval", ["ckpt_path=missing.ckpt"]),
-        ("predict", ["ckpt_path=missing.ckpt", "input=missing"]),
+        ("eval", ["ckpt_path=x.ckpt"]),
+        ("predict", ["ckpt_path=x.ckpt", "input=pics"]),
     ],
 )
 def test_no_task_writes_into_a_folder_of_other_files(script: str, args: list[str], tmp_path: Path) -> None:
+    (tmp_path / "x.ckpt").touch()  # paths that exist: the knobs pass, the run dir is what is refused
+    (tmp_path / "pics").mkdir()
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")

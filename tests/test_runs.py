@@ -140,7 +140,7 @@ def test_sort_puts_the_best_first_and_runs_without_the_metric_last(tmp_path: Pat
     assert order["loss"] == [high, mid, low, none]  # lowest loss first
     assert [Path(run["run_dir"]) for run in listed(logs)] == [none, mid, high, low]
     bad = mlproj_runs("--logs", str(logs), "--sort", "accuracy")
-    assert bad.returncode == 2 and "accuracy is not a recorded metric" in bad.stderr and "test/acc" in bad.stderr
+    assert bad.returncode == 2 and "--sort accuracy is not one of val/acc" in bad.stderr and "test/acc" in bad.stderr
 
 
 def test_status_filters_by_resolved_status(tmp_path: Path, gone_pid: int) -> None:
@@ -154,7 +154,7 @@ def test_status_filters_by_resolved_status(tmp_path: Path, gone_pid: int) -> Non
     assert listed(logs, "--status", "running") == []
     assert "no training runs under" in mlproj_runs("--logs", str(logs), "--status", "running").stdout
     bad = mlproj_runs("--logs", str(logs), "--status", "done")
-    assert bad.returncode == 2 and "done: use running, finished" in bad.stderr
+    assert bad.returncode == 2 and "--status done is not one of running, finished" in bad.stderr
 
 
 def test_multirun_jobs_are_listed_each_with_its_own_name(tmp_path: Path) -> None:

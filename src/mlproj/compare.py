@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from mlproj.console import aligned_columns
+from mlproj.flags import FlagParser, check_paths
+from mlproj.knobs import Knob
 from mlproj.reports.comparison import ALPHA, PREDICTIONS, TestedRun, compare_groups, compare_pair, comparison_table
 
 
@@ -65,26 +67,39 @@ def aligned(header: list[str], rows: list[list[str]]) -> str:
     return aligned_columns([header, *rows], [i >= 2 for i in range(len(header))])
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+RUN = Knob(str, "a run dir with predictions.csv (train.py, eval.py) or a checkpoint", path="file_or_folder", urls=True)
+
+
+def parser() -> FlagParser:
+    parser = FlagParser(
         prog="mlproj compare",
         description="Compare models tested on the same images: top-1 with 95% (Wilson) intervals, the paired "
         "difference B - A with Newcombe's interval and McNemar's exact test; with groups (seeds), mean ± std and "
         "Welch's t-test. A run is a run dir with predictions.csv (train.py, eval.py) or a checkpoint.",
     )
-    parser.add_argument("runs", nargs="*", metavar="RUN", help="RUN_A RUN_B: run dirs or checkpoints")
-    parser.add_argument("--a", nargs="+", default=[], metavar="RUN", help="group A (two runs or more)")
-    parser.add_argument("--b", nargs="+", default=[], metavar="RUN", help="group B (two runs or more)")
-    parser.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level (default: {ALPHA})")
+    parser.add_argument("runs", type=RUN, nargs="*", metavar="RUN", help="RUN_A RUN_B: run dirs or checkpoints")
+    parser.add_argument("--a", type=RUN, nargs="+", default=[], metavar="RUN", help="group A (two runs or more)")
+    parser.add_argument("--b", type=RUN, nargs="+", default=[], metavar="RUN", help="group B (two runs or more)")
+    parser.add_argument(
+        "--alpha",
+        type=Knob(float, "the significance level, e.g. 0.05", low=0, high=1, exclusive=True),
+        default=ALPHA,
+        help=f"significance level (default: {ALPHA})",
+    )
     parser.add_argument("--json", action="store_true", help="the numbers as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    flags = parser()
+    args = flags.parse_args(argv)
     if bool(args.runs) == bool(args.a or args.b) or (args.runs and len(args.runs) != 2):
-        parser.error("give two runs (RUN_A RUN_B) or two groups (--a RUN... --b RUN...)")
+        flags.error("give two runs (RUN_A RUN_B) or two groups (--a RUN... --b RUN...)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = check_paths(parser(), parse_args(sys.argv[1:] if argv is None else argv))
     if args.runs:
         result = compare_pair(*(tested_run(source) for source in args.runs), alpha=args.alpha)
     else:

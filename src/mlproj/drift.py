@@ -24,6 +24,8 @@ import numpy as np
 from mlproj.checkpoints import checkpoint_in
 from mlproj.data.scan import IMAGE_EXTENSIONS, list_images
 from mlproj.errors import ConfigError
+from mlproj.flags import FlagParser, check_paths
+from mlproj.knobs import Knob
 from mlproj.run_record import read_summary
 from mlproj.storage import is_remote
 
@@ -120,8 +122,6 @@ def reference_checkpoint(run_dir: Path, summary: dict[str, Any]) -> str:
 
 
 def new_images(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        raise ConfigError(f"--images {folder} is not a folder: give a folder of images (searched recursively)")
     images = [str(p) for p in list_images(folder)]
     if not images:
         raise ConfigError(f"--images {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -354,25 +354,8 @@ def write_report(report: dict[str, Any], output: Path) -> None:
     write_text(output / "drift.md", markdown(report))
 
 
-def at_least(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value}: give at least {minimum}")
-        return value
-
-    return parse
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: give a level strictly between 0 and 1, e.g. 0.05")
-    return value
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def parser() -> FlagParser:
+    parser = FlagParser(
         prog="mlproj drift",
         description="Compare new images with a training run's training images: the run's backbone features (MMD "
         "two-sample test, permutation p-value) and image statistics (brightness, contrast, channel means, "
@@ -380,25 +363,62 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "Writes drift.json and drift.md; exit status 0 whether or not drift is found, 1 with --fail-on-drift when "
         "it is, 2 for bad input.",
     )
-    parser.add_argument("--reference", type=Path, required=True, metavar="RUN_DIR", help="a training run dir")
-    parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="the new images (recursively)")
-    parser.add_argument("--output", type=Path, metavar="DIR", help="where the report goes (default: logs/drift/<time>)")
+    parser.add_argument(
+        "--reference",
+        type=Knob(Path, "a training run dir (`mlproj runs` lists them)", path="folder"),
+        required=True,
+        metavar="RUN_DIR",
+        help="a training run dir",
+    )
+    parser.add_argument(
+        "--images",
+        type=Knob(Path, "a folder of new images (searched recursively)", path="folder"),
+        required=True,
+        metavar="DIR",
+        help="the new images (recursively)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Knob(Path, "the folder the report goes to", path="output"),
+        metavar="DIR",
+        help="where the report goes (default: logs/drift/<time>)",
+    )
     parser.add_argument(
         "--max-images",
-        type=at_least(MIN_IMAGES),
+        type=Knob(int, "images per side at most (a random sample of them)", low=MIN_IMAGES),
         default=300,
         metavar="N",
         help="a random sample of at most N images per side (default 300)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="for the samples and the permutations (default 0)")
-    parser.add_argument("--alpha", type=probability, default=0.05, help="significance level (default 0.05)")
-    parser.add_argument("--workers", type=int, default=2, metavar="N", help="image loader processes (default 2)")
+    parser.add_argument(
+        "--seed",
+        type=Knob(int, "the seed of the samples and the permutations", low=0),
+        default=0,
+        help="for the samples and the permutations (default 0)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=Knob(float, "the significance level, e.g. 0.05", low=0, high=1, exclusive=True),
+        default=0.05,
+        help="significance level (default 0.05)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=Knob(int, "image loader processes (0: load in the main process)", low=0),
+        default=2,
+        metavar="N",
+        help="image loader processes (default 2)",
+    )
     parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when drift is found")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = check_paths(parser(), parse_args(sys.argv[1:] if argv is None else argv))
     output = args.output or Path("logs") / "drift" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     report = detect(args)
     write_report(report, output)

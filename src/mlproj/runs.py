@@ -1,7 +1,7 @@
 """`mlproj runs`: the training runs under logs/ as a table (or JSON), newest first, from their summary.json alone.
 
 It must answer in about a second with hundreds of runs, so it reads nothing but summary.json files and imports
-nothing beyond the standard library and mlproj.run_record.
+nothing beyond the standard library and light mlproj modules (run_record, console, flags, knobs).
 """
 
 import argparse
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mlproj.console import aligned_columns
+from mlproj.flags import FlagParser, check_paths
+from mlproj.knobs import Knob
 from mlproj.run_record import REPORTED_METRICS, SUMMARY, read_summary, run_process_alive
 
 # `stale`: summary.json says running, but its process is gone from this host (killed, crashed, machine rebooted).
@@ -44,26 +46,6 @@ def find_runs(logs: Path) -> list[dict[str, Any]]:
                 continue
             runs.append({**summary, "status": resolved_status(summary), "run_dir": str(path.parent.absolute())})
     return sorted(runs, key=lambda run: (str(run.get("started_at") or ""), run["run_dir"]), reverse=True)
-
-
-def metric_name(name: str) -> str:
-    """--sort's argument as a summary metric: a reported name (`test/acc`) or its alias (`test`)."""
-    metric = ALIASES.get(name, name)
-    if metric not in REPORTED_METRICS:
-        aliases = ", ".join(f"{alias} ({full})" for alias, full in ALIASES.items())
-        raise argparse.ArgumentTypeError(
-            f"{name} is not a recorded metric: use one of {', '.join(REPORTED_METRICS)} or an alias: {aliases}"
-        )
-    return metric
-
-
-def status_names(text: str) -> set[str]:
-    """--status's argument: one status or several, comma-separated."""
-    wanted = {status.strip() for status in text.split(",")}
-    unknown = sorted(wanted - set(STATUSES))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: use {', '.join(STATUSES)} (comma-separated)")
-    return wanted
 
 
 def metric(run: dict[str, Any], name: str) -> float | None:
@@ -128,37 +110,49 @@ def table(runs: list[dict[str, Any]]) -> str:
     return aligned_columns(rows, [right for _, _, right in COLUMNS])
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def parser() -> FlagParser:
+    parser = FlagParser(
         prog="mlproj runs",
         description="Training runs under --logs (logs/train/runs and logs/train/multiruns), newest first, read "
         "from their summary.json files. A `running` run whose process is gone from this host shows as `stale`; "
         "one recorded on another host shows as `running`, since it cannot be checked from here.",
     )
     parser.add_argument(
-        "--logs", type=Path, default=Path("logs"), metavar="DIR", help="the logs folder (paths.log_dir; default: logs)"
+        "--logs",
+        type=Knob(Path, "the logs folder (paths.log_dir)"),
+        default=Path("logs"),
+        metavar="DIR",
+        help="the logs folder (paths.log_dir; default: logs)",
     )
     parser.add_argument(
         "--sort",
-        type=metric_name,
+        type=Knob(str, "the metric to list runs by, best first (or its alias)", choices=(*REPORTED_METRICS, *ALIASES)),
         metavar="METRIC",
         help=f"best first by {', '.join(REPORTED_METRICS)} or an alias: "
         + ", ".join(f"{alias}={full}" for alias, full in ALIASES.items()),
     )
-    parser.add_argument("--status", type=status_names, help=f"only runs with these statuses: {', '.join(STATUSES)}")
+    parser.add_argument(
+        "--status",
+        type=Knob(str, "the statuses of the runs listed", choices=STATUSES, many=True),
+        help=f"only runs with these statuses, comma-separated: {', '.join(STATUSES)}",
+    )
     parser.add_argument(
         "--json", action="store_true", help="a JSON list: each run's summary.json, resolved status and run_dir"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = check_paths(parser(), parse_args(sys.argv[1:] if argv is None else argv))
     runs = find_runs(args.logs)
     if args.status:
         runs = [run for run in runs if run["status"] in args.status]
     if args.sort:
-        runs = by_metric(runs, args.sort)
+        runs = by_metric(runs, ALIASES.get(args.sort, args.sort))
     if args.json:
         print(json.dumps(runs, indent=2, default=str))
     elif runs:

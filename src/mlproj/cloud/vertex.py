@@ -16,6 +16,8 @@ from typing import Any
 from mlproj.cloud.secrets import SECRET_VAR, check_secret_version
 from mlproj.composition import compose
 from mlproj.errors import ConfigError
+from mlproj.flags import FlagParser, check_paths
+from mlproj.knobs import Knob
 
 DEFAULT_REGION = "us-central1"
 DEFAULT_MACHINE_TYPE = "n1-standard-8"
@@ -94,10 +96,6 @@ def container_args(request: JobRequest) -> list[str]:
 
 def job_spec(request: JobRequest) -> dict[str, Any]:
     """The CustomJobSpec as camelCase JSON: the body of `gcloud ai custom-jobs create --config`."""
-    if request.nodes < 1 or request.gpus < 0:
-        raise ConfigError(
-            f"--nodes {request.nodes} --gpus {request.gpus}: give at least one node and zero or more GPUs"
-        )
     if not request.output_dir.startswith("gs://"):
         raise ConfigError(f"--output-dir {request.output_dir} is not a gs:// URI: give gs://BUCKET/PATH")
     pools = [worker_pool(request, replicas=1)]  # pool 0: the primary, node 0
@@ -112,8 +110,6 @@ def job_spec(request: JobRequest) -> dict[str, Any]:
     if request.spot:
         scheduling |= {"strategy": "SPOT", "restartJobOnWorkerRestart": True}
     if request.timeout_hours is not None:
-        if request.timeout_hours <= 0:
-            raise ConfigError(f"--timeout-hours {request.timeout_hours}: give a positive number of hours")
         scheduling["timeout"] = f"{round(request.timeout_hours * 3600)}s"
     if scheduling:
         spec["scheduling"] = scheduling
@@ -206,9 +202,9 @@ def default_image(project: str | None, region: str, repo: str) -> str:
     return f"{region}-docker.pkg.dev/{project}/{repo}/train:latest"
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """`submit` and its flags; Hydra overrides may sit anywhere among the flags."""
-    sub = argparse.ArgumentParser(
+def parser() -> FlagParser:
+    """`submit`'s flags and Hydra overrides."""
+    sub = FlagParser(
         prog="mlproj vertex submit",
         description="Train on Vertex AI: one CustomJob running `python train.py OVERRIDES` on each node.",
     )
@@ -222,19 +218,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     sub.add_argument("--accelerator", default=DEFAULT_ACCELERATOR, help="a Vertex AcceleratorType, e.g. NVIDIA_L4")
     sub.add_argument(
         "--task",
-        choices=TASKS,
+        type=Knob(str, "what the job runs", choices=TASKS),
+        metavar="{" + ",".join(TASKS) + "}",
         default="train",
         help="train (default), or prepare: write shards into the bucket (mlproj prepare ... shards=gs://...) on CPUs",
     )
-    sub.add_argument("--gpus", type=int, help="GPUs per node (0: CPU only; default 1 to train, 0 to prepare)")
-    sub.add_argument("--nodes", type=int, default=1, help="machines; more than one trains with multi-node DDP")
+    sub.add_argument(
+        "--gpus",
+        type=Knob(int, "GPUs per node (0: CPU only)", low=0),
+        help="GPUs per node (0: CPU only; default 1 to train, 0 to prepare)",
+    )
+    sub.add_argument(
+        "--nodes",
+        type=Knob(int, "machines in the job", low=1),
+        default=1,
+        help="machines; more than one trains with multi-node DDP",
+    )
     sub.add_argument("--spot", action="store_true", help="Spot VMs; the job restarts and resumes when preempted")
-    sub.add_argument("--timeout-hours", type=float, help="stop the job after this long")
+    sub.add_argument(
+        "--timeout-hours",
+        type=Knob(float, "hours after which the job is stopped", low=0, exclusive=True),
+        help="stop the job after this long",
+    )
     sub.add_argument("--wandb-secret", help="projects/P/secrets/NAME/versions/latest: the W&B key, read at start")
     sub.add_argument("--service-account", help="the job's service account (it needs the secret and the bucket)")
     sub.add_argument("--dvc-pull", action="store_true", help="run `dvc pull` in the container before training")
     sub.add_argument("--display-name", help="default: mlproj-EXPERIMENT-TIME")
     sub.add_argument("--dry-run", action="store_true", help="print the spec as YAML for gcloud and submit nothing")
+    return sub
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`submit` and its flags; Hydra overrides may sit anywhere among the flags."""
+    sub = parser()
     if argv[:1] in (["-h"], ["--help"]):
         sub.print_help()
         sys.exit(0)
@@ -245,7 +261,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`mlproj vertex submit`; a ConfigError ends as one line through mlproj.cli.one_line_errors."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = check_paths(parser(), parse_args(sys.argv[1:] if argv is None else argv))
     image = args.image or default_image(args.project, args.region, args.repo)
     display_name = args.display_name or default_display_name(args.overrides, args.task)
     request = JobRequest(

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mlproj.errors import ConfigError
+from mlproj.flags import FlagParser, check_paths
+from mlproj.knobs import Knob
 from mlproj.storage import write_text
 
 SUMMARY_FIELDS = (
@@ -227,25 +229,39 @@ def render(run_dir: Path, baseline: Path | None = None) -> tuple[str, str]:
     return name, page
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def parser() -> FlagParser:
+    parser = FlagParser(
         prog="mlproj report",
         description="Write RUN_DIR/report.html, one self-contained page (figures embedded), and a copy as "
         "COPY_TO/<run name>.html to commit and share. Given two run dirs (RUN_A RUN_B), the page is RUN_B's, with a "
         "section comparing it with RUN_A on the same test images (as `mlproj compare RUN_A RUN_B`).",
     )
     parser.add_argument(
-        "run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="a training (or eval) run dir; or two: RUN_A RUN_B"
+        "run_dirs",
+        type=Knob(
+            Path, "a training (or eval) run dir: logs/train/runs/<time> (`mlproj runs` lists them)", path="folder"
+        ),
+        nargs="+",
+        metavar="RUN_DIR",
+        help="a training (or eval) run dir; or two: RUN_A RUN_B",
     )
     parser.add_argument(
-        "--copy-to", type=Path, default=Path("reports"), metavar="DIR", help="where the copy goes (default: reports)"
+        "--copy-to",
+        type=Knob(Path, "the folder the copy of the page goes to", path="output"),
+        default="reports",  # a string default goes through the type too
+        metavar="DIR",
+        help="where the copy goes (default: reports)",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`mlproj report`; a ConfigError ends as one line through mlproj.cli.one_line_errors."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = check_paths(parser(), parse_args(sys.argv[1:] if argv is None else argv))
     if len(args.run_dirs) > 2:
         raise ConfigError(f"{len(args.run_dirs)} run dirs: give one (RUN_DIR) or two to compare (RUN_A RUN_B)")
     *baseline, run_dir = args.run_dirs

@@ -7,12 +7,15 @@ port (Cloud Run sets PORT=8080).
 import argparse
 import os
 import sys
-from collections.abc import Callable
 
-from mlproj.knobs import KNOBS
+from mlproj.flags import FlagParser, check_paths
+from mlproj.knobs import KNOBS, Knob
 from mlproj.serve.batching import Batching  # light: torch is imported by its workers only
 
-MODEL_HELP = "a .ckpt file (or gs:// URL), or a .pt / .onnx file written by `mlproj export` (default: $MODEL_PATH)"
+MODEL_PATH = Knob(
+    str, "a .ckpt file (or gs:// URL), or a .pt / .onnx file written by `mlproj export`", path="file", urls=True
+)
+PORT = Knob(int, "the port to listen on", low=1, high=65535)
 
 
 def cores() -> int:
@@ -20,95 +23,87 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def parse_with_model(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """`parser`'s options plus MODEL_PATH, as `mlproj serve` and `mlproj demo` both take it."""
+def with_model_path(parser: FlagParser) -> FlagParser:
+    """`parser` taking MODEL_PATH too, as `mlproj serve` and `mlproj demo` both do (default: $MODEL_PATH, checked
+    like a given one)."""
     parser.add_argument(
-        "model_path", nargs="?", default=os.environ.get("MODEL_PATH"), metavar="MODEL_PATH", help=MODEL_HELP
+        "model_path",
+        nargs="?",
+        type=MODEL_PATH,
+        default=os.environ.get("MODEL_PATH"),
+        metavar="MODEL_PATH",
+        help=f"{MODEL_PATH.meaning} (default: $MODEL_PATH)",
     )
+    return parser
+
+
+def parse_with_model(parser: FlagParser, argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.model_path:
         parser.error("give MODEL_PATH or set the MODEL_PATH environment variable")
     return args
 
 
-def above_zero(kind: Callable[[str], float]) -> Callable[[str], float]:
-    """An argparse type: `kind` of the text, refused unless above 0."""
-
-    def parse(text: str) -> float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text}: give a number above 0")
-        return value
-
-    parse.__name__ = getattr(kind, "__name__", "number")  # argparse names it in "invalid int value: 'x'"
-    return parse
-
-
-def port(text: str) -> int:
-    """An argparse type (checked before the model loads); a default from $PORT goes through it too."""
-    value = int(text)
-    if not 0 < value < 2**16:
-        raise argparse.ArgumentTypeError(f"{text}: give a port from 1 to 65535")
-    return value
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mlproj serve", description="Serve top-k predictions of a model over HTTP.")
+def parser() -> FlagParser:
+    parser = FlagParser(prog="mlproj serve", description="Serve top-k predictions of a model over HTTP.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 in a container)")
-    parser.add_argument("--port", type=port, default=os.environ.get("PORT", "8000"), help="default: $PORT or 8000")
+    # A string default goes through the type too: a bad $PORT is refused before the model loads.
+    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "8000"), help="default: $PORT or 8000")
     parser.add_argument(
         "--max-upload-mb",
-        type=above_zero(float),
+        type=Knob(float, "the largest request in MB; larger ones are refused with 413", low=0, exclusive=True),
         default=10.0,
         help="larger requests are refused with 413 (default: 10)",
     )
     parser.add_argument(
         "--max-batch-size",
-        type=above_zero(int),
+        type=Knob(int, "images of concurrent requests in one forward pass at most (1: no batching)", low=1),
         default=Batching.max_batch_size,
         help="images of concurrent requests run as one forward pass of at most this many (default: %(default)s; 1:"
         " none)",
     )
     parser.add_argument(
         "--max-batch-delay-ms",
-        type=float,
+        type=Knob(float, "milliseconds a forward pass may wait for requests still being decoded", low=0),
         default=Batching.max_delay_s * 1000,
         help="how long a forward pass may wait for requests still being decoded (default: %(default)g; a lone request"
         " never waits)",
     )
     parser.add_argument(
         "--workers",
-        type=above_zero(int),
+        type=Knob(int, "forward passes at once, threads of this process", low=1),
         help="forward passes at once, threads of this process (default: one per core for ONNX, else 1)",
     )
     parser.add_argument(
         "--threads",
-        type=above_zero(int),
+        type=Knob(int, "PyTorch / ONNX Runtime intra-op threads per worker", low=1),
         help="PyTorch / ONNX Runtime intra-op threads per worker (default: the cores divided among the workers)",
     )
     parser.add_argument(
         "--timeout",
-        type=above_zero(float),
+        type=Knob(float, "seconds a request may wait for its answer before a 503", low=0, exclusive=True),
         default=30.0,
         help="seconds a request may wait for its answer before a 503 (default: 30)",
     )
     parser.add_argument(
         "--grace-period",
-        type=float,
+        type=Knob(float, "seconds the requests in flight may take after SIGTERM", low=0),
         default=8.0,
         help="after SIGTERM, seconds the requests in flight may take before the server exits (default: 8; Cloud Run"
         " kills 10 s after SIGTERM)",
     )
     parser.add_argument(
         "--tta",
-        choices=KNOBS["tta"].choices,
+        type=KNOBS["tta"],
+        metavar="{" + ",".join(KNOBS["tta"].choices) + "}",
         help="test-time augmentation: each image and its flipped (and shifted) copies in one forward pass"
         " (default: none)",
     )
-    args = parse_with_model(parser, argv)
-    if args.max_batch_delay_ms < 0 or args.grace_period < 0:
-        parser.error("--max-batch-delay-ms and --grace-period take 0 or more")
-    return args
+    return with_model_path(parser)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return parse_with_model(parser(), argv)
 
 
 def workers_and_threads(model_path: str, workers: int | None, threads: int | None) -> tuple[int, int]:
@@ -131,7 +126,7 @@ def limit_threads(threads: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = check_paths(parser(), parse_args(sys.argv[1:] if argv is None else argv))
     workers, threads = workers_and_threads(args.model_path, args.workers, args.threads)
     limit_threads(threads)
     from mlproj.serve.app import create_app

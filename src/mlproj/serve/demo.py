@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlproj.errors import ConfigError
-from mlproj.serve.command import parse_with_model
+from mlproj.flags import FlagParser, check_paths
+from mlproj.serve.command import PORT, parse_with_model, with_model_path
 
 if TYPE_CHECKING:
     from mlproj.serve.predictor import Predictor
@@ -47,11 +48,19 @@ def build_demo(predictor: "Predictor") -> Any:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mlproj demo", description="Drag-and-drop predictions of a model (Gradio).")
+def parser() -> FlagParser:
+    parser = FlagParser(prog="mlproj demo", description="Drag-and-drop predictions of a model (Gradio).")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")), help="default: $PORT or 7860")
-    args = parse_with_model(parser, sys.argv[1:] if argv is None else argv)
+    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "7860"), help="default: $PORT or 7860")
+    return with_model_path(parser)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return parse_with_model(parser(), argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = check_paths(parser(), parse_args(sys.argv[1:] if argv is None else argv))
     from mlproj.serve.predictor import Predictor
 
     gradio()  # before the model loads: a missing extra is said at once
