@@ -10,6 +10,7 @@ request before it reaches a batch. The server answers 503 while it warms up, onc
 """
 
 import asyncio
+import gc
 import os
 import time
 from collections.abc import AsyncIterator
@@ -82,6 +83,10 @@ def create_app(
         batcher.start()
         sizes = sorted({1, batching.max_batch_size})
         await asyncio.get_running_loop().run_in_executor(decoders, predictor.warm_up, sizes)
+        # What is alive now (torch, timm, the model) lives as long as the server: frozen out of the collector's sight,
+        # a full collection takes a few ms instead of ~300 ms that stall the forward passes (measured: the p99).
+        gc.collect()
+        gc.freeze()
         lifecycle.ready = True
         try:
             yield
