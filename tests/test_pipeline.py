@@ -321,5 +321,7 @@ def test_a_cache_smaller_than_the_models_eval_resize_is_named(tmp_path, caplog):
 def test_an_unknown_crop_is_named_in_one_line():
     from mlproj.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"data\.augment\.crop=zoom is not a crop: use one of random_resized, pad"):
+    with pytest.raises(
+        ConfigError, match=r"data\.augment\.crop=zoom is not one of random_resized, pad or null: the training crop"
+    ):
         build_transform(DATA_CONFIG, {**AUGMENT, "crop": "zoom"})

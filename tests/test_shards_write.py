@@ -224,7 +224,7 @@ def test_a_url_or_quality_that_cannot_be_used_is_one_line_naming_it(tmp_path: Pa
     with pytest.raises(ConfigError, match="holds other files and no mlproj shard set"):
         write_shards(datamodule, str(tmp_path / "elsewhere"), SHORT_SIDE)
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["notes.txt"]
-    with pytest.raises(ConfigError, match=r"^data\.shard_quality=0: give a JPEG quality from 1 to 100"):
+    with pytest.raises(ConfigError, match=r"^data\.shard_quality=0 is not an integer from 1 to 100: the JPEG quality"):
         write_shards(datamodule, str(tmp_path / "new"), SHORT_SIDE, quality=0)
 
 

@@ -154,9 +154,9 @@ def test_load_reads_only_the_index(png_set: tuple[Path, Path], tmp_path: Path) -
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"decode": "gpu"}, "data.decode=gpu is not a decode mode: use one of auto, workers, device"),
-        ({"stream_cache_gb": 0}, "data.stream_cache_gb=0: give the local chunk cache's size in GB (> 0)"),
-        ({"shard_quality": 101}, "data.shard_quality=101: give a JPEG quality from 1 to 100"),
+        ({"decode": "gpu"}, "data.decode=gpu is not one of auto, workers, device: where shard JPEGs are decoded"),
+        ({"stream_cache_gb": 0}, "data.stream_cache_gb=0 is not a number > 0: local disk for streamed chunks, in GB"),
+        ({"shard_quality": 101}, "data.shard_quality=101 is not an integer from 1 to 100: the JPEG quality"),
     ],
 )
 def test_shard_settings_are_checked_in_one_line(tmp_path: Path, option: dict[str, Any], message: str) -> None:

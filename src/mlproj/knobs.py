@@ -189,8 +189,8 @@ KNOBS: dict[str, Knob] = {
     "data.num_workers": Knob(int, "loader processes per device (0: load in the main process)", low=0),
     "data.image_size": Knob(int, "the model's input resolution (null: the backbone's)", low=8, nullable=True),
     "data.crop_pct": Knob(float, "share of the image the eval centre crop keeps", low=0.05, high=1, nullable=True),
-    "data.val_fraction": Knob(float, "share of images held out for validation", low=0, high=0.9),
-    "data.test_fraction": Knob(float, "share of images held out for testing", low=0, high=0.9),
+    "data.val_fraction": Knob(float, "share of images held out for validation", low=0, high=1, exclusive=True),
+    "data.test_fraction": Knob(float, "share of images held out for testing", low=0, high=1, exclusive=True),
     "data.cache_short_side": Knob(int, "the short side images are cached at (null: no cache)", low=8, nullable=True),
     "data.memory_mb": Knob(float, "the largest data set held in memory, in MB", low=0),
     "data.stream_cache_gb": Knob(float, "local disk for streamed chunks, in GB", low=0, exclusive=True),
@@ -248,6 +248,19 @@ def select(cfg: Any, key: str) -> Any:
         raise ConfigError(f"{key} does not resolve ({reason}): fix its ${{...}} interpolation") from None
 
 
+def refused(key: str, value: Any, problem: str) -> ConfigError:
+    return ConfigError(f"{key}={'null' if value is None else value} {problem}: {KNOBS[key].meaning}")
+
+
+def checked(key: str, value: Any) -> Any:
+    """`value` if KNOBS[key] takes it, else the line check_config gives: the same check for code handed a knob's
+    value outside a composed config (a DataModule made in a notebook, the shard writer)."""
+    knob = KNOBS[key]
+    if not knob.accepts(value):
+        raise refused(key, value, f"is not {knob.expectation()}")
+    return value
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Every knob the composed config holds, checked against KNOBS: the first bad one is a ConfigError."""
     for key, knob in KNOBS.items():
@@ -256,11 +269,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             continue
         if value == "???":
             raise ConfigError(f"{key} is required: give {key}=VALUE ({knob.meaning})")
-        if not knob.accepts(value):
-            problem = f"is not {knob.expectation()}"
-        elif knob.path and value is not None and not (knob.unless and knob.unless(cfg, value)):
+        checked(key, value)
+        if knob.path and value is not None and not (knob.unless and knob.unless(cfg, value)):
             problem = path_problem(str(value), knob.path, knob.urls)
-        else:
-            problem = None
-        if problem is not None:
-            raise ConfigError(f"{key}={'null' if value is None else value} {problem}: {knob.meaning}")
+            if problem is not None:
+                raise refused(key, value, problem)

@@ -8,8 +8,9 @@ import numpy as np
 
 from mlproj.data.datamodule import ImageDataModule
 from mlproj.data.samples import Samples
-from mlproj.data.splits import check_fraction, stratified_split
+from mlproj.data.splits import stratified_split
 from mlproj.errors import ConfigError
+from mlproj.knobs import checked
 
 
 class CIFARDataModule(ImageDataModule):
@@ -39,7 +40,7 @@ class CIFARDataModule(ImageDataModule):
         stream_cache_gb, shard_quality, decode)."""
         super().__init__(root, batch_size, **shared)
         self.download = download
-        self.val_fraction = check_fraction("data.val_fraction", val_fraction)
+        self.val_fraction = float(checked("data.val_fraction", val_fraction))
 
     @property
     def folder(self) -> Path:

@@ -19,14 +19,13 @@ from mlproj.data.splits import write_manifest, write_rejected
 from mlproj.data.transforms import build_batch_transform, build_transform, needs_pil
 from mlproj.data.validate import ImageCheck
 from mlproj.errors import ConfigError
+from mlproj.knobs import checked
 from mlproj.storage import is_remote
 
 if TYPE_CHECKING:
     from types import ModuleType
 
 log = logging.getLogger(__name__)
-
-DECODE_MODES = ("auto", "workers", "device")  # data.decode: where JPEGs from shards are decoded
 
 
 class ImageDataset(Dataset):
@@ -102,15 +101,9 @@ class ImageDataModule(L.LightningDataModule):
         self.split_seed = int(split_seed)
         self.memory_mb = float(memory_mb)
         self.shards = shard_url(shards) if shards else None
-        if not float(stream_cache_gb) > 0:
-            raise ConfigError(f"data.stream_cache_gb={stream_cache_gb}: give the local chunk cache's size in GB (> 0)")
-        self.stream_cache_gb = float(stream_cache_gb)
-        if not 1 <= int(shard_quality) <= 100:
-            raise ConfigError(f"data.shard_quality={shard_quality}: give a JPEG quality from 1 to 100 (90 is usual)")
-        self.shard_quality = int(shard_quality)
-        if decode not in DECODE_MODES:
-            raise ConfigError(f"data.decode={decode} is not a decode mode: use one of {', '.join(DECODE_MODES)}")
-        self.decode = decode
+        self.stream_cache_gb = float(checked("data.stream_cache_gb", stream_cache_gb))
+        self.shard_quality = int(checked("data.shard_quality", shard_quality))
+        self.decode = checked("data.decode", decode)
         self.shard_index: ShardIndex | None = None  # the shard set's index, once loaded
         self.stream_cache_dir: Path | None = None  # where streamed chunks are cached (LitData's default when None)
         self._cache_bounds: dict[str, int | None] | None = None  # bytes of chunk cache per split (None: unbounded)

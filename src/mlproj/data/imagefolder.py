@@ -10,9 +10,10 @@ import numpy as np
 from mlproj.data.datamodule import ImageDataModule
 from mlproj.data.samples import Samples
 from mlproj.data.scan import Validation, check_root, is_presplit, scan_class_folders
-from mlproj.data.splits import check_fraction, stratified_split
+from mlproj.data.splits import stratified_split
 from mlproj.data.validate import warn_cross_split_duplicates
 from mlproj.errors import ConfigError
+from mlproj.knobs import checked
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,14 @@ class ImageFolderDataModule(ImageDataModule):
         self.cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir else None
         self.stream_cache_dir = self.cache_dir / "shards" if self.cache_dir else None
         self.validation = Validation(validate, self.cache_dir)
-        if cache_short_side is not None and int(cache_short_side) < 1:
-            raise ConfigError(f"data.cache_short_side={cache_short_side} must be a positive number of pixels, or null")
+        checked("data.cache_short_side", cache_short_side)
         if cache_short_side is not None and self.cache_dir is None:
             raise ConfigError("data.cache_short_side is set but data.cache_dir is null: set data.cache_dir=DIR")
         self.cache_short_side = int(cache_short_side) if cache_short_side is not None else None
         self.cache_reused = self.cache_short_side is None  # no cache: nothing to build
         self.fractions = {
-            "val": check_fraction("data.val_fraction", val_fraction),
-            "test": check_fraction("data.test_fraction", test_fraction),
+            "val": float(checked("data.val_fraction", val_fraction)),
+            "test": float(checked("data.test_fraction", test_fraction)),
         }
         if sum(self.fractions.values()) >= 1.0:
             raise ConfigError(

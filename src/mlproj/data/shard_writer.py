@@ -42,6 +42,7 @@ from mlproj.data.samples import Samples
 from mlproj.data.shard_format import INDEX, MANIFEST, SPLITS, ShardIndex, join, read_index
 from mlproj.data.splits import relative_to, write_manifest
 from mlproj.errors import ConfigError
+from mlproj.knobs import checked
 from mlproj.storage import atomic_dir, is_remote, local_path, read_text, write_json, write_text
 
 CHUNK_SIZE = 2048  # images per chunk: about 50 MB of JPEGs at short side 256, a few MB of 32 px PNGs
@@ -184,8 +185,7 @@ def write_shards(
     `data_version` is asked only when a set is written (mlproj.data_version, from the caller's layer).
     """
     url = url.rstrip("/")
-    if not 1 <= int(quality) <= 100:
-        raise ConfigError(f"data.shard_quality={quality}: give a JPEG quality from 1 to 100 (90 keeps photos intact)")
+    checked("data.shard_quality", quality)
     if int(chunk_size) < 1:
         raise ConfigError(f"shards_chunk_size={chunk_size}: give a positive number of images per chunk")
     splits, classes, root = datamodule.splits, datamodule.classes, datamodule.root

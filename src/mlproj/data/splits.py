@@ -11,12 +11,6 @@ from mlproj.errors import ConfigError
 from mlproj.storage import write_csv
 
 
-def check_fraction(key: str, value: float) -> float:
-    if not 0.0 < float(value) < 1.0:
-        raise ConfigError(f"{key}={value} must be a fraction strictly between 0 and 1, e.g. {key}=0.15")
-    return float(value)
-
-
 def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Indices per split: each class is shuffled with `seed` and cut by `fractions`; train keeps the rest.
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
 
-from mlproj.errors import ConfigError
+from mlproj.knobs import checked
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,11 +61,11 @@ def needs_pil(augment: Mapping[str, Any] | None) -> bool:
 
 def crop_for(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None) -> "Crop":
     """The crop a model's timm data config asks for: a random one for training (given `augment`), else the centre."""
-    from mlproj.data.batch_transforms import CROPS, Crop, eval_scale_size
+    from mlproj.data.batch_transforms import Crop, eval_scale_size
 
     size = int(data_config["input_size"][-1])
-    if augment is not None and (augment.get("crop") or "random_resized") not in CROPS:
-        raise ConfigError(f"data.augment.crop={augment['crop']} is not a crop: use one of {', '.join(CROPS)}")
+    if augment is not None:
+        checked("data.augment.crop", augment.get("crop"))
     if augment is None:
         scale_size = eval_scale_size(size, data_config.get("crop_pct"))
         return Crop("center", size, scale_size=scale_size, interpolation=data_config["interpolation"])

@@ -4,8 +4,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mlproj.errors import ConfigError
-
-FINETUNE_MODES = ("full", "linear_probe", "freeze_stages")
+from mlproj.knobs import checked
 
 
 def stage_groups(backbone: nn.Module) -> list[list[str]]:
@@ -17,8 +16,7 @@ def stage_groups(backbone: nn.Module) -> list[list[str]]:
 
 
 def frozen_modules(backbone: nn.Module, mode: str, freeze_stages: int) -> list[nn.Module]:
-    if mode not in FINETUNE_MODES:
-        raise ConfigError(f"model.finetune={mode} is not one of {', '.join(FINETUNE_MODES)}")
+    checked("model.finetune", mode)
     if mode == "full":
         return []
     if mode == "linear_probe":
