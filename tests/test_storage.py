@@ -3,6 +3,7 @@
 import csv
 import json
 import multiprocessing
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -61,6 +62,28 @@ def test_the_replaced_file_can_be_kept(tmp_path):
     assert target.read_bytes() == b"epoch 3"
     assert (target.parent / "last.prev.ckpt").read_bytes() == b"epoch 2"
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+
+
+def test_a_kill_before_the_new_file_takes_its_name_still_leaves_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous file gets its second name without losing the first: a run killed there still resumes."""
+    import mlproj.storage
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"epoch 2")
+    replace = os.replace
+
+    def killed_at_the_last_rename(source: Path, destination: Path) -> None:
+        if Path(destination) == target:
+            raise KeyboardInterrupt
+        replace(source, destination)
+
+    monkeypatch.setattr(mlproj.storage.os, "replace", killed_at_the_last_rename)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(target), lambda handle: handle.write(b"epoch 3"), keep_previous_as="last.prev.ckpt")
+    assert target.read_bytes() == (tmp_path / "last.prev.ckpt").read_bytes() == b"epoch 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
 
 
 def test_a_bucket_write_keeps_the_previous_object_and_leaves_no_temporary_one():

@@ -38,8 +38,9 @@ def atomic_write(url: str | Path, write: Callable[[IO[bytes]], Any], keep_previo
     Locally the temporary file is renamed into place. A bucket has no rename: the complete temporary object is
     written first and then copied to its name in one server-side operation, and since an object is visible only
     once whole, the name always points at a complete file. `keep_previous_as` keeps the file being replaced under
-    that name in the same folder (copied on a bucket, so `url` never goes missing there). When `write` fails, the
-    old file is untouched and the temporary one removed.
+    that name in the same folder, as a second name for it (a hard link; a copy on a bucket or a file system without
+    links), so `url` never goes missing: a kill between two renames would otherwise leave only the previous file.
+    When `write` fails, the old file is untouched and the temporary ones removed.
     """
     if is_remote(url):
         _atomic_write_remote(str(url), write, keep_previous_as)
@@ -47,14 +48,20 @@ def atomic_write(url: str | Path, write: Callable[[IO[bytes]], Any], keep_previo
     target = local_path(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(staging_name(target.name))
+    kept = target.with_name(staging_name(keep_previous_as or target.name))
     try:
         with staging.open("wb") as handle:
             write(handle)
         if keep_previous_as and target.exists():
-            os.replace(target, target.with_name(keep_previous_as))
+            try:
+                os.link(target, kept)
+            except OSError:  # no hard links here (some FUSE mounts)
+                shutil.copyfile(target, kept)
+            os.replace(kept, target.with_name(keep_previous_as))
         os.replace(staging, target)
     except BaseException:
         staging.unlink(missing_ok=True)
+        kept.unlink(missing_ok=True)
         raise
 
 
