@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlproj.errors import ConfigError
+from mlproj.storage import is_remote, local_path
 
 MISSING = object()
 # What a path must be. Inputs exist: a file, a folder, or either. Outputs can be made and written: the path is not a
@@ -106,21 +107,12 @@ class Knob:
         return tuple(values) if self.many else values[0]
 
 
-def is_url(text: str) -> bool:
-    """A location fsspec reads over a protocol (gs://, s3://, memory://), not a local path."""
-    if "://" not in text:
-        return False
-    from fsspec.utils import get_protocol
-
-    return get_protocol(text) != "file"
-
-
 def path_problem(text: str, rule: PathRule, urls: bool = False) -> str | None:
     """Why the path `text` breaks `rule` ("does not exist", "is a file, not a folder"), or None. Relative paths are
     taken from the working directory, as the tasks (hydra.job.chdir=false) and the utilities take them."""
-    if urls and is_url(text):
+    if urls and is_remote(text):
         return None
-    path = Path(text.removeprefix("file://")).expanduser()
+    path = local_path(text).expanduser()
     if rule in ("file", "folder", "file_or_folder"):
         if not path.exists():
             return "does not exist"
