@@ -22,6 +22,7 @@ def test_eda_notebook_runs_on_a_small_real_folder(tmp_path: Path, monkeypatch) -
     root = make_image_folder(tmp_path / "pics", per_class=5, modes=("RGB", "L", "P"))
     (root / "dog" / "broken.jpg").write_bytes(b"<html>gone</html>")
     monkeypatch.setenv("MLPROJ_EDA_ROOT", str(root))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's own output folder goes with the test's
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel then draws inline, as in Jupyter
     notebook = nbformat.read(EDA, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
