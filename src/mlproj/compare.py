@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlproj.console import aligned_columns
 from mlproj.flags import FlagParser, check_paths
-from mlproj.knobs import Knob
+from mlproj.knobs import SIGNIFICANCE, Knob
 from mlproj.reports.comparison import ALPHA, PREDICTIONS, TestedRun, compare_groups, compare_pair, comparison_table
 
 
@@ -82,9 +82,8 @@ def parser() -> FlagParser:
     parser.add_argument("--b", type=RUN, nargs="+", default=[], metavar="RUN", help="group B (two runs or more)")
     parser.add_argument(
         "--alpha",
-        type=Knob(float, "the significance level, e.g. 0.05", low=0, high=1, exclusive=True),
+        type=SIGNIFICANCE,
         default=ALPHA,
-        help=f"significance level (default: {ALPHA})",
     )
     parser.add_argument("--json", action="store_true", help="the numbers as JSON")
     return parser

@@ -25,7 +25,7 @@ from mlproj.checkpoints import checkpoint_in
 from mlproj.data.scan import IMAGE_EXTENSIONS, list_images
 from mlproj.errors import ConfigError
 from mlproj.flags import FlagParser, check_paths
-from mlproj.knobs import Knob
+from mlproj.knobs import SIGNIFICANCE, Knob
 from mlproj.run_record import read_summary
 from mlproj.storage import is_remote
 
@@ -368,46 +368,40 @@ def parser() -> FlagParser:
         type=Knob(Path, "a training run dir (`mlproj runs` lists them)", path="folder"),
         required=True,
         metavar="RUN_DIR",
-        help="a training run dir",
     )
     parser.add_argument(
         "--images",
         type=Knob(Path, "a folder of new images (searched recursively)", path="folder"),
         required=True,
         metavar="DIR",
-        help="the new images (recursively)",
     )
     parser.add_argument(
         "--output",
         type=Knob(Path, "the folder the report goes to", path="output"),
         metavar="DIR",
-        help="where the report goes (default: logs/drift/<time>)",
+        note="default: logs/drift/<time>",
     )
     parser.add_argument(
         "--max-images",
         type=Knob(int, "images per side at most (a random sample of them)", low=MIN_IMAGES),
         default=300,
         metavar="N",
-        help="a random sample of at most N images per side (default 300)",
     )
     parser.add_argument(
         "--seed",
         type=Knob(int, "the seed of the samples and the permutations", low=0),
         default=0,
-        help="for the samples and the permutations (default 0)",
     )
     parser.add_argument(
         "--alpha",
-        type=Knob(float, "the significance level, e.g. 0.05", low=0, high=1, exclusive=True),
+        type=SIGNIFICANCE,
         default=0.05,
-        help="significance level (default 0.05)",
     )
     parser.add_argument(
         "--workers",
         type=Knob(int, "image loader processes (0: load in the main process)", low=0),
         default=2,
         metavar="N",
-        help="image loader processes (default 2)",
     )
     parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when drift is found")
     return parser

@@ -10,7 +10,7 @@ Light (the standard library and mlproj.knobs), so `mlproj runs` and `--help` ans
 import argparse
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mlproj.knobs import Knob, path_problem
 
@@ -21,6 +21,17 @@ ABOUT_ONE = re.compile(r"argument (?:\S+/)?(?P<name>\S+): (?P<message>.*)", re.D
 class FlagParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line naming the flag (`--port 70000 ...`) or the positional
     (`RUN_DIR=x ...`), its value and the fix; the Knob that refused a value supplies the value and the fix."""
+
+    def add_argument(self, *names: str, note: str | None = None, **options: Any) -> argparse.Action:
+        """A flag whose type is a Knob says what it means in one place, the Knob: its help is the Knob's meaning,
+        then its default and `note` (what else a user should know). A note that speaks of the default (one the value
+        cannot show: `$PORT`, `one per core`) stands for it. An explicit `help` is kept as it is."""
+        knob = options.get("type")
+        if isinstance(knob, Knob) and "help" not in options:
+            said = [] if options.get("default") is None or "default" in (note or "") else ["default: %(default)s"]
+            said += [note.replace("%", "%%")] if note else []
+            options["help"] = knob.meaning.replace("%", "%%") + (f" ({'; '.join(said)})" if said else "")
+        return super().add_argument(*names, **options)
 
     def error(self, message: str) -> NoReturn:
         about = ABOUT_ONE.fullmatch(message)

@@ -154,6 +154,9 @@ def root_made_or_unread(cfg: Any, value: Any) -> bool:
     )
 
 
+# The utilities' --alpha (mlproj compare, mlproj drift).
+SIGNIFICANCE = Knob(float, "the significance level, e.g. 0.05", low=0, high=1, exclusive=True)
+
 KNOBS: dict[str, Knob] = {
     "seed": Knob(int, "the seed of Python, NumPy, torch and loader workers", low=0, nullable=True),
     "ckpt_path": Knob(

@@ -122,19 +122,18 @@ def parser() -> FlagParser:
         type=Knob(Path, "the logs folder (paths.log_dir)"),
         default=Path("logs"),
         metavar="DIR",
-        help="the logs folder (paths.log_dir; default: logs)",
     )
     parser.add_argument(
         "--sort",
         type=Knob(str, "the metric to list runs by, best first (or its alias)", choices=(*REPORTED_METRICS, *ALIASES)),
         metavar="METRIC",
-        help=f"best first by {', '.join(REPORTED_METRICS)} or an alias: "
+        note=f"{', '.join(REPORTED_METRICS)} or an alias: "
         + ", ".join(f"{alias}={full}" for alias, full in ALIASES.items()),
     )
     parser.add_argument(
         "--status",
         type=Knob(str, "the statuses of the runs listed", choices=STATUSES, many=True),
-        help=f"only runs with these statuses, comma-separated: {', '.join(STATUSES)}",
+        note=f"comma-separated: {', '.join(STATUSES)}",
     )
     parser.add_argument(
         "--json", action="store_true", help="a JSON list: each run's summary.json, resolved status and run_dir"

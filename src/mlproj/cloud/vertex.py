@@ -221,24 +221,23 @@ def parser() -> FlagParser:
         type=Knob(str, "what the job runs", choices=TASKS),
         metavar="{" + ",".join(TASKS) + "}",
         default="train",
-        help="train (default), or prepare: write shards into the bucket (mlproj prepare ... shards=gs://...) on CPUs",
+        note="prepare: write shards into the bucket (mlproj prepare ... shards=gs://...) on CPUs",
     )
     sub.add_argument(
         "--gpus",
         type=Knob(int, "GPUs per node (0: CPU only)", low=0),
-        help="GPUs per node (0: CPU only; default 1 to train, 0 to prepare)",
+        note="default: 1 to train, 0 to prepare",
     )
     sub.add_argument(
         "--nodes",
         type=Knob(int, "machines in the job", low=1),
         default=1,
-        help="machines; more than one trains with multi-node DDP",
+        note="more than one trains with multi-node DDP",
     )
     sub.add_argument("--spot", action="store_true", help="Spot VMs; the job restarts and resumes when preempted")
     sub.add_argument(
         "--timeout-hours",
         type=Knob(float, "hours after which the job is stopped", low=0, exclusive=True),
-        help="stop the job after this long",
     )
     sub.add_argument("--wandb-secret", help="projects/P/secrets/NAME/versions/latest: the W&B key, read at start")
     sub.add_argument("--service-account", help="the job's service account (it needs the secret and the bucket)")

@@ -243,14 +243,13 @@ def parser() -> FlagParser:
         ),
         nargs="+",
         metavar="RUN_DIR",
-        help="a training (or eval) run dir; or two: RUN_A RUN_B",
+        note="or two: RUN_A RUN_B",
     )
     parser.add_argument(
         "--copy-to",
         type=Knob(Path, "the folder the copy of the page goes to", path="output"),
         default="reports",  # a string default goes through the type too
         metavar="DIR",
-        help="where the copy goes (default: reports)",
     )
     return parser
 

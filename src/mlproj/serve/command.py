@@ -32,7 +32,7 @@ def with_model_path(parser: FlagParser) -> FlagParser:
         type=MODEL_PATH,
         default=os.environ.get("MODEL_PATH"),
         metavar="MODEL_PATH",
-        help=f"{MODEL_PATH.meaning} (default: $MODEL_PATH)",
+        note="default: $MODEL_PATH",
     )
     return parser
 
@@ -48,56 +48,49 @@ def parser() -> FlagParser:
     parser = FlagParser(prog="mlproj serve", description="Serve top-k predictions of a model over HTTP.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 in a container)")
     # A string default goes through the type too: a bad $PORT is refused before the model loads.
-    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "8000"), help="default: $PORT or 8000")
+    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "8000"), note="default: $PORT or 8000")
     parser.add_argument(
         "--max-upload-mb",
         type=Knob(float, "the largest request in MB; larger ones are refused with 413", low=0, exclusive=True),
         default=10.0,
-        help="larger requests are refused with 413 (default: 10)",
     )
     parser.add_argument(
         "--max-batch-size",
         type=Knob(int, "images of concurrent requests in one forward pass at most (1: no batching)", low=1),
         default=Batching.max_batch_size,
-        help="images of concurrent requests run as one forward pass of at most this many (default: %(default)s; 1:"
-        " none)",
     )
     parser.add_argument(
         "--max-batch-delay-ms",
         type=Knob(float, "milliseconds a forward pass may wait for requests still being decoded", low=0),
         default=Batching.max_delay_s * 1000,
-        help="how long a forward pass may wait for requests still being decoded (default: %(default)g; a lone request"
-        " never waits)",
+        note="a lone request never waits",
     )
     parser.add_argument(
         "--workers",
         type=Knob(int, "forward passes at once, threads of this process", low=1),
-        help="forward passes at once, threads of this process (default: one per core for ONNX, else 1)",
+        note="default: one per core for ONNX, else 1",
     )
     parser.add_argument(
         "--threads",
         type=Knob(int, "PyTorch / ONNX Runtime intra-op threads per worker", low=1),
-        help="PyTorch / ONNX Runtime intra-op threads per worker (default: the cores divided among the workers)",
+        note="default: the cores divided among the workers",
     )
     parser.add_argument(
         "--timeout",
         type=Knob(float, "seconds a request may wait for its answer before a 503", low=0, exclusive=True),
         default=30.0,
-        help="seconds a request may wait for its answer before a 503 (default: 30)",
     )
     parser.add_argument(
         "--grace-period",
         type=Knob(float, "seconds the requests in flight may take after SIGTERM", low=0),
         default=8.0,
-        help="after SIGTERM, seconds the requests in flight may take before the server exits (default: 8; Cloud Run"
-        " kills 10 s after SIGTERM)",
+        note="Cloud Run kills 10 s after SIGTERM",
     )
     parser.add_argument(
         "--tta",
         type=KNOBS["tta"],
         metavar="{" + ",".join(KNOBS["tta"].choices) + "}",
-        help="test-time augmentation: each image and its flipped (and shifted) copies in one forward pass"
-        " (default: none)",
+        note="each image and its flipped (and shifted) copies in one forward pass; default: none",
     )
     return with_model_path(parser)
 
