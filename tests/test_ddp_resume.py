@@ -90,13 +90,20 @@ def command(data: Path, work: Path, run_dir: Path, path: str, *extra: str) -> li
 
 
 def train(args: list[str], cwd: Path, timeout: float = 240) -> None:
-    """Run to the end; on a timeout (ranks out of step can wait on each other) the whole process group is killed."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """Run to the end; on a timeout (ranks out of step can wait on each other) every process of the run prints where
+    it waits (faulthandler's dump on SIGABRT, loader workers included) and the whole process group is killed."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     process = subprocess.Popen(
         args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     try:
         output = process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        for pid in group_members(process.pid):  # one at a time, so that their dumps do not interleave
+            os.kill(pid, signal.SIGABRT)
+            time.sleep(0.5)
+        output = process.communicate(timeout=60)[0]
+        pytest.fail(f"no end after {timeout:.0f} s; where each process waited:\n{output[-20000:]}")
     finally:
         if group_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
@@ -127,6 +134,18 @@ def references(
         return runs[path]
 
     return reference
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes of a process group, the last started first (loader workers and rank 1 before the launcher)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.getpgid(int(entry.name)) == pgid:
+                members.append(int(entry.name))
+        except ProcessLookupError:
+            continue
+    return sorted(members, reverse=True)
 
 
 def group_alive(pgid: int) -> bool:

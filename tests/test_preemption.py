@@ -39,17 +39,17 @@ def checkpoint_step(path: Path) -> int:
 
 @pytest.mark.slow
 def test_runs_stopped_at_random_moments_by_sigterm_or_sigkill_resume_exactly() -> None:
-    """Six trials of benchmarks/preemption.py: the same code the benchmark reports, run here."""
+    """Four trials of benchmarks/preemption.py (the benchmark runs 20): the same code it reports, run here."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "preemption.py"), "--trials", "6", "--seed", "1"],
+        [sys.executable, str(ROOT / "benchmarks" / "preemption.py"), "--trials", "4", "--seed", "1"],
         capture_output=True,
         text=True,
         timeout=900,
     )
     trials = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
-    assert len(trials) == 6, result.stdout[-3000:] + result.stderr[-3000:]
-    assert sum("SIGTERM" in line for line in trials) == 3 and sum("SIGKILL" in line for line in trials) == 3
-    assert "6 of 6 interrupted runs resumed exactly" in result.stdout, "\n".join(trials)
+    assert len(trials) == 4, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sum("SIGTERM" in line for line in trials) == 2 and sum("SIGKILL" in line for line in trials) == 2
+    assert "4 of 4 interrupted runs resumed exactly" in result.stdout, "\n".join(trials)
     assert result.returncode == 0
 
 
