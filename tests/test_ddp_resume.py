@@ -74,7 +74,7 @@ def command(data: Path, work: Path, run_dir: Path, path: str, *extra: str) -> li
         "data.image_size=16",
         "data.batch_size=4",
         f"data.num_workers={0 if path == 'memory' else 1}",
-        "model.backbone=resnet10t",
+        "model.backbone=test_resnet",
         f"trainer.max_epochs={EPOCHS}",
         "test=false",
         "callbacks.preemption.every_n_steps=1",
@@ -207,7 +207,6 @@ def test_each_rank_draws_its_own_part_of_one_permutation_and_a_resumed_epoch_ski
 
 CASES = [
     pytest.param("memory", signal.SIGTERM, "ckpt_path=last", id="memory-SIGTERM-last"),
-    pytest.param("memory", signal.SIGKILL, "ckpt_path=last", id="memory-SIGKILL-last"),
     pytest.param("workers", signal.SIGKILL, "ckpt_path=last", id="workers-SIGKILL-last"),
     # The same command: global rank 0 decides to resume and the rank it starts follows (mlproj.resume.DECISION_VAR).
     pytest.param("workers", signal.SIGTERM, None, id="workers-SIGTERM-same-command"),

@@ -90,36 +90,36 @@ def agent_command(sweep: dict[str, Any], params: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "count"), [("mushroom_resnet50", 2), ("cifar100_resnet34_finetune", 1)])
-def test_proposed_runs_train_through_the_agent_command(
-    name: str, count: int, sweeps_python: Path, tmp_path: Path
-) -> None:
-    proposed = check(sweeps_python, str(sweep_file(name)), "--propose", str(count))
+@pytest.mark.parametrize("name", SWEEPS)
+def test_proposed_runs_train_through_the_agent_command(name: str, sweeps_python: Path, tmp_path: Path) -> None:
+    """W&B's engine proposes two runs; the first trains (one fast_dev_run through the agent's command line)."""
+    proposed = check(sweeps_python, str(sweep_file(name)), "--propose", "2")
     assert proposed.returncode == 0, proposed.stderr
     parameter_sets = json.loads(proposed.stdout)
-    assert len(parameter_sets) == count and all(set(p) == TUNED for p in parameter_sets)
+    assert len(parameter_sets) == 2 and all(set(p) == TUNED for p in parameter_sets)
+    assert parameter_sets[0] != parameter_sets[1]
     folder = make_image_folder(tmp_path / "images", per_class=6)
     sweep = yaml.safe_load(sweep_file(name).read_text())
     # The agent runs `python` from PATH in the directory it was started in: the repo root, in the project's venv.
     env = {**os.environ, "WANDB_MODE": "offline", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for i, params in enumerate(parameter_sets):
-        logs = tmp_path / f"logs{i}"
-        command = agent_command(sweep, params)
-        assert command[:3] == ["/usr/bin/env", "python", "train.py"]
-        offline = ["data=imagefolder", f"data.root={folder}", "trainer=cpu", "model.pretrained=false"]
-        small = ["trainer.fast_dev_run=true", "data.image_size=32", "data.num_workers=0"]
-        where = [f"paths.log_dir={logs}", f"paths.cache_dir={tmp_path / '.cache'}"]
-        result = subprocess.run(
-            [*command, *offline, *small, *where], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        (run_dir,) = (logs / "train" / "runs").iterdir()
-        summary = read_summary(run_dir)
-        assert summary["status"] == "finished" and summary["experiment"] == name
-        resolved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-        assert resolved["model"]["optimizer"]["lr"] == pytest.approx(params["model.optimizer.lr"])
-        assert resolved["model"]["label_smoothing"] == pytest.approx(params["model.label_smoothing"])
-        assert resolved["data"]["batch_size"] == params["data.batch_size"]
-        assert resolved["trainer"]["max_epochs"] == params["trainer.max_epochs"]
-        # fast_dev_run swaps loggers for a dummy, but the W&B logger was built for the run: it kept its run id.
-        assert (run_dir / RUN_ID_FILE).is_file(), "the sweep's runs must log to W&B"
+    params = parameter_sets[0]
+    logs = tmp_path / "logs"
+    command = agent_command(sweep, params)
+    assert command[:3] == ["/usr/bin/env", "python", "train.py"]
+    offline = ["data=imagefolder", f"data.root={folder}", "trainer=cpu", "model.pretrained=false"]
+    small = ["trainer.fast_dev_run=true", "data.image_size=32", "data.num_workers=0"]
+    where = [f"paths.log_dir={logs}", f"paths.cache_dir={tmp_path / '.cache'}"]
+    result = subprocess.run(
+        [*command, *offline, *small, *where], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (logs / "train" / "runs").iterdir()
+    summary = read_summary(run_dir)
+    assert summary["status"] == "finished" and summary["experiment"] == name
+    resolved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert resolved["model"]["optimizer"]["lr"] == pytest.approx(params["model.optimizer.lr"])
+    assert resolved["model"]["label_smoothing"] == pytest.approx(params["model.label_smoothing"])
+    assert resolved["data"]["batch_size"] == params["data.batch_size"]
+    assert resolved["trainer"]["max_epochs"] == params["trainer.max_epochs"]
+    # fast_dev_run swaps loggers for a dummy, but the W&B logger was built for the run: it kept its run id.
+    assert (run_dir / RUN_ID_FILE).is_file(), "the sweep's runs must log to W&B"
