@@ -29,6 +29,7 @@ DATA_CONFIG = {
 
 # No test may reach the network: the hub fails fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")  # else each dvc command starts a daemon that reports usage
 os.environ.setdefault("MPLBACKEND", "Agg")
 # gcsfs reads this once, when first imported (Lightning imports it during any training run when it is installed);
 # its default probes every bucket for hierarchical namespaces, which the GCS emulator answers only after timeouts.

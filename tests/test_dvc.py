@@ -35,7 +35,6 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
     full_env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",  # DVC would otherwise report usage over the network
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test",
