@@ -149,6 +149,15 @@ def test_help_still_answers(capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 0 and out.startswith("usage: mlproj "), command
 
 
+@pytest.mark.parametrize("command", UTILITIES)
+def test_a_flag_help_is_its_knobs_meaning_and_default(command: str) -> None:
+    """What `--help` says of a flag is what its one-line error says (the Knob's meaning), with the default."""
+    for action in module(command).parser()._actions:
+        if isinstance(action.type, Knob) and action.option_strings:
+            assert action.help.startswith(action.type.meaning.replace("%", "%%")), action.option_strings
+            assert action.default in (None, []) or "default: %(default)s" in action.help, action.option_strings
+
+
 @pytest.mark.parametrize(
     ("argv", "line"),
     [

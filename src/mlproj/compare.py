@@ -78,8 +78,8 @@ def parser() -> FlagParser:
         "Welch's t-test. A run is a run dir with predictions.csv (train.py, eval.py) or a checkpoint.",
     )
     parser.add_argument("runs", type=RUN, nargs="*", metavar="RUN", help="RUN_A RUN_B: run dirs or checkpoints")
-    parser.add_argument("--a", type=RUN, nargs="+", default=[], metavar="RUN", help="group A (two runs or more)")
-    parser.add_argument("--b", type=RUN, nargs="+", default=[], metavar="RUN", help="group B (two runs or more)")
+    parser.add_argument("--a", type=RUN, nargs="+", default=[], metavar="RUN", note="group A: two runs or more")
+    parser.add_argument("--b", type=RUN, nargs="+", default=[], metavar="RUN", note="group B: two runs or more")
     parser.add_argument(
         "--alpha",
         type=SIGNIFICANCE,

@@ -24,11 +24,11 @@ class FlagParser(argparse.ArgumentParser):
 
     def add_argument(self, *names: str, note: str | None = None, **options: Any) -> argparse.Action:
         """A flag whose type is a Knob says what it means in one place, the Knob: its help is the Knob's meaning,
-        then its default and `note` (what else a user should know). A note that speaks of the default (one the value
-        cannot show: `$PORT`, `one per core`) stands for it. An explicit `help` is kept as it is."""
+        then its default (when it has one: not None, not an empty list) and `note`, what else a user should know. An
+        explicit `help` is kept."""
         knob = options.get("type")
         if isinstance(knob, Knob) and "help" not in options:
-            said = [] if options.get("default") is None or "default" in (note or "") else ["default: %(default)s"]
+            said = [] if options.get("default") in (None, []) else ["default: %(default)s"]
             said += [note.replace("%", "%%")] if note else []
             options["help"] = knob.meaning.replace("%", "%%") + (f" ({'; '.join(said)})" if said else "")
         return super().add_argument(*names, **options)

@@ -32,7 +32,7 @@ def with_model_path(parser: FlagParser) -> FlagParser:
         type=MODEL_PATH,
         default=os.environ.get("MODEL_PATH"),
         metavar="MODEL_PATH",
-        note="default: $MODEL_PATH",
+        note="$MODEL_PATH when set",
     )
     return parser
 
@@ -48,7 +48,7 @@ def parser() -> FlagParser:
     parser = FlagParser(prog="mlproj serve", description="Serve top-k predictions of a model over HTTP.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 in a container)")
     # A string default goes through the type too: a bad $PORT is refused before the model loads.
-    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "8000"), note="default: $PORT or 8000")
+    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "8000"), note="$PORT when set")
     parser.add_argument(
         "--max-upload-mb",
         type=Knob(float, "the largest request in MB; larger ones are refused with 413", low=0, exclusive=True),

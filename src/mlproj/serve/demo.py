@@ -51,7 +51,7 @@ def build_demo(predictor: "Predictor") -> Any:
 def parser() -> FlagParser:
     parser = FlagParser(prog="mlproj demo", description="Drag-and-drop predictions of a model (Gradio).")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "7860"), note="default: $PORT or 7860")
+    parser.add_argument("--port", type=PORT, default=os.environ.get("PORT", "7860"), note="$PORT when set")
     return with_model_path(parser)
 
 
